@@ -1,0 +1,1 @@
+"""matris.datasets: dataset builders and LMDB shards."""

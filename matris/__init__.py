@@ -1,0 +1,1 @@
+"""MatRIS: invariant message-passing interatomic potential (model only)."""

@@ -1,0 +1,1 @@
+"""matris.md: ASE calculator and MD drivers."""

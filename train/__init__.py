@@ -1,0 +1,1 @@
+"""matris.train: the mpirun-launched 3D-parallel trainer."""
