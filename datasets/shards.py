@@ -12,6 +12,7 @@ without a lock file; it reopens after ``fork`` and drops its handle when pickled
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -105,11 +106,12 @@ class ShardWriter:
 
     def close(self) -> dict:
         """Finish the shard; return {path, n_frames, bytes, sha256}."""
-        self._flush()
         meta = {"format": SHARD_FORMAT, "version": SHARD_VERSION,
                 "schema_version": SCHEMA_VERSION, "n_frames": self.count, **self.meta}
-        self._put_all([(COUNT_KEY, _KEY.pack(self.count)),
+        # Last batch and reserved keys in one transaction (fewer copy-on-write pages).
+        self._put_all([*self._pending, (COUNT_KEY, _KEY.pack(self.count)),
                        (META_KEY, json.dumps(meta, sort_keys=True).encode())])
+        self._pending = []
         self._env.sync(True)
         self._env.close()
         os.replace(self.partial, self.path)
@@ -128,6 +130,25 @@ class ShardWriter:
 # One Environment per (process, file) because LMDB refuses to open the same file twice in
 # one process. Keyed by pid so a forked child never touches its parent's handle.
 _ENVS: dict[tuple[int, int, int], list] = {}
+
+
+def _close_inherited_envs() -> None:
+    """In a forked child: close the parent's environments (this child's copies only).
+
+    py-lmdb remembers open files per process and a forked child inherits that list, so the
+    child could not open the shard again. Closing the inherited copy unmaps it in the
+    child only; the parent's handle is untouched. Read-only, lock-free envs hold no lock
+    table, so nothing shared is released.
+    """
+    pid = os.getpid()
+    for key in [k for k in _ENVS if k[0] != pid]:
+        env = _ENVS.pop(key)[0]
+        with contextlib.suppress(lmdb.Error):
+            env.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_envs)
 
 
 def _acquire_env(path: Path) -> tuple[tuple, lmdb.Environment]:
