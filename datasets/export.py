@@ -15,6 +15,7 @@ import json
 import sys
 import time
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import lmdb
@@ -66,17 +67,20 @@ def _encode(obj) -> bytes:
     return zlib.compress(json.dumps(obj).encode("utf-8"))
 
 
-def _frames(ds: ShardedDataset, progress: bool, desc: str):
+def _frames(ds, progress: bool, desc: str):
     it = iter(ds)
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, total=len(ds), desc=desc, unit=" frames", disable=None, file=sys.stderr)
+        total = len(ds) if hasattr(ds, "__len__") else None
+        it = tqdm(it, total=total, desc=desc, unit=" frames", disable=None, file=sys.stderr)
     return it
 
 
-def export_aselmdb(ds: ShardedDataset, out: str | Path, progress: bool = True) -> int:
-    """Write all frames of ``ds`` to one ``.aselmdb`` file; return the row count."""
+def export_aselmdb(ds: ShardedDataset | Iterable[dict], out: str | Path,
+                   progress: bool = True) -> int:
+    """Write all frames of ``ds`` (a dataset or any iterable of frames) to one ``.aselmdb``
+    file; return the row count."""
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; remove it first")
@@ -107,7 +111,8 @@ def export_aselmdb(ds: ShardedDataset, out: str | Path, progress: bool = True) -
                 batch = []
         batch.append((b"nextid", _encode(n + 1)))
         batch.append((b"metadata", _encode({"exported_by": "matris-data",
-                                             "source": str(ds.root), "n_rows": n})))
+                                             "source": str(getattr(ds, "root", "")),
+                                             "n_rows": n})))
         flush(batch)
         env.sync(True)
     finally:
@@ -116,7 +121,7 @@ def export_aselmdb(ds: ShardedDataset, out: str | Path, progress: bool = True) -
     return n
 
 
-def export_extxyz(ds: ShardedDataset, out: str | Path, progress: bool = True) -> int:
+def export_extxyz(ds: ShardedDataset | Iterable[dict], out: str | Path, progress: bool = True) -> int:
     """Write all frames to one extxyz file (ASE writer; floats printed with 8 decimals)."""
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator

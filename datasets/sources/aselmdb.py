@@ -75,6 +75,11 @@ def row_to_frame(row: dict, options) -> dict:
     for name, key in (("charge", options.charge_key), ("spin", options.spin_key)):
         if key and info.get(key) is not None:
             frame[name] = info[key]
+    for key in ("dataset", "task", "source_id"):  # written by `matris-data export`
+        if isinstance(info.get(key), str):
+            frame[key] = info[key]
+    if info.get("energy_correction") is not None:
+        frame["energy_correction"] = info["energy_correction"]
     frame["_info"] = info
     return frame
 

@@ -88,10 +88,11 @@ class Source:
         raise NotImplementedError
 
     def provenance(self, frame: dict, path: Path, index: int, group=None) -> dict:
-        """Fill dataset/task/source_id/group_id defaults (group defaults to source_id)."""
-        frame.setdefault("dataset", self.options.dataset or self.name)
+        """Fill provenance: --dataset/--task options win over values found in the input;
+        source_id defaults to '<file name>:<index>', group_id to ``group``, else source_id."""
+        frame["dataset"] = self.options.dataset or frame.get("dataset") or self.name
         if self.options.task:
-            frame.setdefault("task", self.options.task)
+            frame["task"] = self.options.task
         frame.setdefault("source_id", f"{path.name}:{index}")
         if group is not None:
             frame.setdefault("group_id", str(group))

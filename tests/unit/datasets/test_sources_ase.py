@@ -1,0 +1,175 @@
+"""ASE-backed sources (extxyz with ASE >= 3.23 key handling, ASE .db) and aselmdb."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from matris.datasets import BuildConfig, ShardedDataset, SourceOptions, build_dataset
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _build(tmp_path, source, inputs, **opts):
+    root = tmp_path / f"ds_{source}"
+    build_dataset(BuildConfig(source=source, inputs=inputs, out=root, progress=False,
+                              options=SourceOptions(**opts)))
+    return ShardedDataset(root)
+
+
+def test_extxyz_calculator_keys(tmp_path, rng, make_frame, write_extxyz):
+    """Plain energy/forces/stress: ASE >= 3.23 moves them into a SinglePointCalculator."""
+    frames = [make_frame(rng, 4, group="g") for _ in range(3)]
+    path = write_extxyz(tmp_path / "a.xyz", frames)
+    ds = _build(tmp_path, "extxyz", [path])
+    for got, want in zip(ds, frames):
+        np.testing.assert_allclose(got["energy"], want["energy"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(got["forces"], want["forces"], atol=1e-7)
+        np.testing.assert_allclose(got["stress"], want["stress"], atol=1e-12)
+        assert got["group_id"] == "g"
+
+
+def test_extxyz_ref_prefixed_keys(tmp_path, rng, make_frame, write_extxyz):
+    """MACE-style REF_energy/REF_forces/REF_stress stay in info/arrays: keys configurable."""
+    frames = [make_frame(rng, 5) for _ in range(2)]
+    path = write_extxyz(tmp_path / "ref.xyz", frames, prefix="REF_")
+    plain = _build(tmp_path, "extxyz", [path])
+    assert "energy" not in plain[0] and "forces" not in plain[0]  # absent, not NaN
+    ds = _build(tmp_path / "x", "extxyz", [path], energy_key="REF_energy",
+                forces_key="REF_forces", stress_key="REF_stress")
+    for got, want in zip(ds, frames):
+        assert got["energy"] == pytest.approx(float(want["energy"]), abs=1e-12)
+        np.testing.assert_allclose(got["forces"], want["forces"], atol=1e-7)
+        np.testing.assert_allclose(got["stress"], want["stress"], atol=1e-12)
+    assert ds.manifest["labels"]["energy"] == 2
+
+
+def test_ase_db_source(tmp_path, rng, make_frame):
+    import ase.db
+
+    from matris.datasets.sources.ase_files import AseDbSource  # noqa: F401  (registered)
+
+    conftest_frames = [make_frame(rng, 3, labels=("energy", "forces", "stress", "magmoms"))
+                       for _ in range(3)]
+    db = ase.db.connect(str(tmp_path / "x.db"))
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    for k, f in enumerate(conftest_frames):
+        a = Atoms(numbers=f["numbers"], positions=f["positions"], cell=f["cell"], pbc=True)
+        s = f["stress"]
+        a.calc = SinglePointCalculator(a, energy=float(f["energy"]), forces=f["forces"],
+                                       stress=[s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2],
+                                               s[0, 1]], magmoms=f["magmoms"])
+        db.write(a, mp_id=f"mp-{k}", data={"charge": k - 1})  # ASE reserves kvp "charge"
+    ds = _build(tmp_path, "ase-db", [tmp_path / "x.db"])
+    assert len(ds) == 3
+    for got, want in zip(ds, conftest_frames):
+        np.testing.assert_array_equal(got["positions"], want["positions"])
+        np.testing.assert_array_equal(got["forces"], want["forces"])
+        np.testing.assert_array_equal(got["magmoms"], want["magmoms"])
+        np.testing.assert_allclose(got["stress"], want["stress"], atol=1e-15)
+    assert [ds[i]["group_id"] for i in range(3)] == ["mp-0", "mp-1", "mp-2"]
+    assert [ds[i]["charge"] for i in range(3)] == [-1, 0, 1]
+
+
+def _fixture_expected():
+    spec = importlib.util.spec_from_file_location("mkfix", FIXTURES / "make_aselmdb_fixture.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.expected()
+
+
+def test_aselmdb_written_by_real_writer(tmp_path):
+    """``real_writer.aselmdb`` was written by ase-db-backends 0.11 (ASE's LMDBDatabase),
+    see fixtures/make_aselmdb_fixture.py; id 2 was deleted, so deleted_ids is honoured."""
+    from ase import Atoms
+
+    rows = _fixture_expected()
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(FIXTURES / "real_writer.aselmdb", src / "real_writer.aselmdb")
+    ds = _build(tmp_path, "aselmdb", [src])  # a directory of files is accepted
+    live = [k for k in range(5) if k != 1]  # id 2 (k = 1) deleted
+    assert len(ds) == 4
+    for got, k in zip(ds, live):
+        kw, results, kvp, data = rows[k]
+        want = Atoms(**kw)
+        np.testing.assert_array_equal(got["numbers"], want.numbers)
+        np.testing.assert_array_equal(got["positions"], want.positions)  # JSON repr: exact
+        np.testing.assert_array_equal(got["cell"], want.cell.array)
+        np.testing.assert_array_equal(got["pbc"], want.pbc)
+        assert got["energy"] == results["energy"]
+        np.testing.assert_array_equal(got["forces"], results["forces"])
+        if "stress" in results:
+            v = results["stress"]
+            assert got["stress"][0, 0] == v[0] and got["stress"][1, 2] == v[3]
+            assert got["stress"][0, 1] == v[5] and got["stress"][2, 1] == v[3]
+        else:
+            assert "stress" not in got
+        assert got["group_id"] == kvp["mp_id"]
+        if data:
+            assert got["charge"] == data["charge"] and got["spin"] == data["spin"]
+        else:
+            assert "charge" not in got
+    assert ds.manifest["source"]["kind"] == "aselmdb"
+
+
+def test_export_aselmdb_round_trip(tmp_path, rng, make_frame, write_extxyz):
+    """Our aselmdb export is read back bit-exactly by our aselmdb reader."""
+    from matris.datasets.export import export_aselmdb
+    from matris.datasets.schema import frames_equal, normalize_frame
+
+    frames = [make_frame(rng, 4, labels=("energy", "forces", "stress", "magmoms", "charge",
+                                         "energy_correction")) for _ in range(4)]
+    path = tmp_path / "in.aselmdb"
+    assert export_aselmdb(frames, path, progress=False) == 4
+    ds = _build(tmp_path, "aselmdb", [path])
+    for got, want in zip(ds, frames):
+        want = normalize_frame(want)
+        assert frames_equal(got, want)
+
+
+SIDE_PY = Path("/root/side-envs/aselmdb/bin/python")
+
+
+@pytest.mark.skipif(not SIDE_PY.exists(),
+                    reason="real aselmdb reader not installed (side venv with ase-db-backends, "
+                           "see fixtures/make_aselmdb_fixture.py)")
+def test_export_aselmdb_read_by_real_reader(tmp_path, rng, make_frame):
+    """ase-db-backends (the real reader, in a side venv) accepts our export."""
+    import json
+    import subprocess
+
+    from matris.datasets.export import export_aselmdb
+
+    frames = [make_frame(rng, 3 + k, labels=("energy", "forces", "stress")) for k in range(3)]
+    path = tmp_path / "ours.aselmdb"
+    export_aselmdb(frames, path, progress=False)
+    script = (
+        "import json, sys, ase.db\n"
+        "db = ase.db.connect(sys.argv[1], type='aselmdb', readonly=True, use_lock_file=False)\n"
+        "out = []\n"
+        "for row in db.select():\n"
+        "    a = row.toatoms()\n"
+        "    out.append({'n': len(a), 'e': a.get_potential_energy(),\n"
+        "                'f': a.get_forces().tolist(), 's': a.get_stress().tolist(),\n"
+        "                'pos': a.positions.tolist(), 'g': row.key_value_pairs['group_id']})\n"
+        "print(json.dumps(out))\n")
+    proc = subprocess.run([str(SIDE_PY), "-c", script, str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert len(rows) == 3
+    for row, f in zip(rows, frames):
+        assert row["n"] == len(f["numbers"]) and row["g"] == f["group_id"]
+        assert row["e"] == float(f["energy"])
+        np.testing.assert_array_equal(row["pos"], f["positions"])
+        np.testing.assert_array_equal(row["f"], f["forces"])
+        s = f["stress"]
+        np.testing.assert_array_equal(row["s"], [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2],
+                                                 s[0, 1]])
