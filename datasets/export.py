@@ -121,7 +121,8 @@ def export_aselmdb(ds: ShardedDataset | Iterable[dict], out: str | Path,
     return n
 
 
-def export_extxyz(ds: ShardedDataset | Iterable[dict], out: str | Path, progress: bool = True) -> int:
+def export_extxyz(ds: ShardedDataset | Iterable[dict], out: str | Path,
+                  progress: bool = True) -> int:
     """Write all frames to one extxyz file (ASE writer; floats printed with 8 decimals)."""
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
