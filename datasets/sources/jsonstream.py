@@ -26,7 +26,7 @@ class JSONStreamError(ValueError):
     """Malformed or truncated top-level JSON object; ``offset`` is a character offset."""
 
     def __init__(self, message: str, offset: int, key: str | None = None):
-        where = f" (after member {key!r})" if key is not None else ""
+        where = f" (near member {key!r})" if key is not None else ""
         super().__init__(f"{message} at character {offset}{where}")
         self.offset, self.key = offset, key
 
