@@ -35,6 +35,19 @@ def check_cell(cell: np.ndarray, pbc: np.ndarray) -> None:
         raise FrameError(f"singular cell with pbc={pbc.tolist()} (periodic volume {vol:.3g})")
 
 
+def _complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """Replace the non-periodic rows by unit vectors orthogonal to the periodic ones, so the
+    matrix is invertible even when a slab/wire stores zeros there (only the periodic
+    fractional coordinates are used)."""
+    if pbc.all():
+        return cell
+    periodic = cell[pbc]
+    _, _, vt = np.linalg.svd(periodic)
+    out = cell.copy()
+    out[~pbc] = vt[len(periodic):]
+    return out
+
+
 def min_distance_pair(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray,
                       cutoff: float) -> tuple[int, int, float] | None:
     """Return (i, j, d) for some pair closer than ``cutoff`` Å, or None.
@@ -49,7 +62,7 @@ def min_distance_pair(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray,
     pos = positions
     shifts = np.zeros((1, 3))
     if pbc.any():
-        frac = np.linalg.solve(cell.T, positions.T).T
+        frac = np.linalg.solve(_complete_cell(cell, pbc).T, positions.T).T
         frac[:, pbc] -= np.floor(frac[:, pbc])
         pos = frac @ cell
         ranges = [(-1, 0, 1) if p else (0,) for p in pbc]

@@ -59,7 +59,7 @@ def test_vasprun_all_ionic_steps(tmp_path):
     ds = ShardedDataset(root)
     assert len(ds) == 3
     for k, f in enumerate(ds):
-        frac, forces, stress, e_fr, e_0 = steps[k]
+        frac, forces, _stress, _e_fr, e_0 = steps[k]
         assert f["energy"] == pytest.approx(e_0)  # ASE's `energy` is the σ→0 value
         np.testing.assert_allclose(f["forces"], forces, atol=1e-9)
         np.testing.assert_allclose(f["positions"], frac @ (np.eye(3) * 5.43), atol=1e-9)
