@@ -1,0 +1,139 @@
+"""`MatRIS`: embedding, L interaction blocks and readout; the serial forward is the
+composition of its stages (see `matris.stages`)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from matris.config import ModelConfig, preset
+from matris.graph import AtomGraph
+from matris.nn.embed import Embedding
+from matris.nn.exchange import LOCAL, Exchange
+from matris.nn.geometry import GeometryModule
+from matris.nn.interaction import InteractionBlock
+from matris.nn.readout import NUM_ELEMENTS, Readout
+from matris.stages import Stage, StageIO, balance, validate_cuts
+
+
+class MatRIS(nn.Module):
+    """Invariant MatRIS potential.
+
+    Args:
+        config: a `ModelConfig` or a preset name ("tiny", "4m", "10m").
+
+    Call ``model(graph, positions=None, strain=None, exchange=LOCAL) -> StageIO`` for
+    energies (use `matris.outputs` for forces and stress). Units: eV, Å, μB.
+    """
+
+    def __init__(self, config: ModelConfig | str = "10m"):
+        super().__init__()
+        if isinstance(config, str):
+            config = preset(config)
+        self.config = config
+        self.geometry = GeometryModule(config)
+        self.embedding = Embedding(config)
+        self.blocks = nn.ModuleList(InteractionBlock(config) for _ in range(config.num_blocks))
+        self.readout = Readout(config)
+
+    # ------------------------------------------------------------------ stages
+    @property
+    def num_blocks(self) -> int:
+        """Number of interaction blocks L (cuts are indices in [0, L])."""
+        return len(self.blocks)
+
+    def stages(self, cuts: Sequence[int] = ()) -> list[Stage]:
+        """Stages split at interaction-block indices `cuts` (strictly increasing, in
+        [0, L]); ``len(cuts) + 1`` stages sharing this model's parameters."""
+        cuts = validate_cuts(cuts, self.num_blocks)
+        bounds = [0, *cuts, self.num_blocks]
+        n = len(bounds) - 1
+        return [Stage(self, s, bounds[s], bounds[s + 1], last=s == n - 1) for s in range(n)]
+
+    def unit_costs(self, graph: AtomGraph | None = None) -> list[float]:
+        """Relative cost of each unit (embedding, blocks..., readout) for balancing.
+
+        Estimated from per-row multiply-adds of a training step at width D: an
+        interaction block does ~12·D² per angle, ~6·D² per edge, ~24·D² per bond and
+        ~20·D² per atom; angles dominate. Without a graph, typical bulk ratios are used
+        (A = 10·E, U = E/2, N = E/40).
+        """
+        d = self.config.width
+        if graph is None:
+            n_e = 40.0
+            n_a, n_u, n_n = 10 * n_e, n_e / 2, 1.0
+        else:
+            n_a, n_e, n_u, n_n = (float(x) for x in (graph.n_angles, graph.n_edges,
+                                                      graph.n_bonds, graph.n_atoms))
+        block = d * d * (12 * n_a + 6 * n_e + 24 * n_u + 20 * n_n)
+        embed = d * (self.config.num_angular + 10) * n_a + d * d * (n_u + n_n)
+        heads = [d, *self.config.energy_head, 1]
+        readout = n_n * sum(a * b for a, b in itertools.pairwise(heads)) * 3
+        return [embed, *[block] * self.num_blocks, readout]
+
+    def balanced_cuts(self, num_stages: int, graph: AtomGraph | None = None,
+                      costs: Sequence[float] | None = None) -> list[int]:
+        """Cuts giving `num_stages` stages of balanced cost (angle work by default, or
+        measured per-unit `costs`: embedding, each block, readout)."""
+        costs = list(costs) if costs is not None else self.unit_costs(graph)
+        if len(costs) != self.num_blocks + 2:
+            raise ValueError(f"costs needs {self.num_blocks + 2} entries "
+                             f"(embedding, {self.num_blocks} blocks, readout)")
+        return balance(costs, num_stages)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, graph: AtomGraph, positions: Tensor | None = None,
+                strain: Tensor | None = None, exchange: Exchange = LOCAL) -> StageIO:
+        """Energies of a batch: the stages of ``self.stages()`` composed.
+
+        positions default to ``graph.positions``; strain (B, 3, 3) may be None.
+        """
+        if positions is None:
+            positions = graph.positions
+        io = None
+        for stage in self.stages(()):
+            io = stage(io, graph, positions, strain, exchange)
+        return io
+
+    # ------------------------------------------------------------------ references
+    @property
+    def reference_energies(self) -> Tensor:
+        """(119,) frozen per-element reference energies, eV per atom of element Z."""
+        return self.readout.reference_energies
+
+    def set_reference_energies(self, values) -> None:
+        """Set the composition model from an array of length 119 (eV/atom, index Z)."""
+        arr = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values,
+                         dtype=np.float64).reshape(-1)
+        if arr.shape != (NUM_ELEMENTS,):
+            raise ValueError(f"reference energies must have length {NUM_ELEMENTS} (index = Z), "
+                             f"got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("reference energies must be finite")
+        buf = self.readout.reference_energies
+        buf.copy_(torch.from_numpy(arr).to(device=buf.device, dtype=buf.dtype))
+
+    # ------------------------------------------------------------------ counting
+    def parameter_breakdown(self) -> dict[str, int]:
+        """Trainable parameters per component (the blocks summed)."""
+        def count(m: nn.Module) -> int:
+            return sum(p.numel() for p in m.parameters())
+        emb = self.embedding
+        out = {
+            "atom embedding": count(emb.atom_table) + count(emb.atom_proj),
+            "bond embedding": sum(count(m) for m in (emb.bond_w1, emb.bond_w2, emb.bond_norm,
+                                                     emb.bond_ws)),
+            "angle embedding": count(emb.angle_w1) + count(emb.angle_w2),
+        }
+        for name in ("line_attention", "atom_attention", "line_refine", "atom_refine"):
+            out[f"{name} (all blocks)"] = sum(count(getattr(b, name)) for b in self.blocks)
+        out["readout norm"] = count(self.readout.norm)
+        out["energy head"] = count(self.readout.energy)
+        if self.readout.magmom is not None:
+            out["magmom head"] = count(self.readout.magmom)
+        out["total"] = count(self)
+        return out

@@ -1,0 +1,148 @@
+"""The pipeline seam: `StageIO` and `Stage`.
+
+A model is an ordered list of units: embedding, L interaction blocks, readout. Cuts are
+interaction-block indices c (0 <= c <= L) at which a new stage starts: stage s runs
+blocks [c_s, c_{s+1}); stage 0 always holds the embedding and the last stage the readout
+(a cut at 0 gives an embedding-only stage 0, a cut at L a readout-only last stage).
+
+Every stage recomputes its geometry from the `positions` and `strain` tensors it is
+given, so a pipeline executor can pass per-stage autograd leaves and take VJPs with
+respect to them; only features cross a cut.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+from torch import Tensor, nn
+
+from matris.graph import AtomGraph
+from matris.nn.exchange import LOCAL, Exchange
+from matris.nn.geometry import compute_topology
+
+if TYPE_CHECKING:
+    from matris.model import MatRIS
+
+
+@dataclass
+class StageIO:
+    """What crosses a cut: features between stages; energies after the last stage.
+
+    atom (N, D), bond (U, D), angle (A, D) between stages. After the last stage:
+    energy (B,) in eV (reference energies included), atom_energy (N,) in eV (zero on
+    halo rows), magmoms (N,) in μB when the model has the head.
+    """
+
+    atom: Tensor | None = None
+    bond: Tensor | None = None
+    angle: Tensor | None = None
+    energy: Tensor | None = None
+    atom_energy: Tensor | None = None
+    magmoms: Tensor | None = None
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The non-None fields by name (e.g. to send them to the next stage)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None}
+
+
+class Stage(nn.Module):
+    """Units [start, stop) of a model (sharing the model's modules and parameters).
+
+    Attributes: index (stage number), block_range (first, last+1 interaction block),
+    first (holds the embedding), last (holds the readout).
+    """
+
+    def __init__(self, model: MatRIS, index: int, start: int, stop: int, last: bool):
+        super().__init__()
+        self.index = index
+        self.block_range = (start, stop)
+        self.first = index == 0
+        self.last = last
+        self.config = model.config
+        self.geometry = model.geometry
+        self.embedding = model.embedding if self.first else None
+        self.blocks = nn.ModuleList(model.blocks[start:stop])
+        self.readout = model.readout if last else None
+
+    def forward(self, io: StageIO | None, graph: AtomGraph, positions: Tensor,
+                strain: Tensor | None, exchange: Exchange = LOCAL) -> StageIO:
+        """Run this stage.
+
+        Args:
+            io: the previous stage's output (None for stage 0).
+            graph: the (micro-)batch graph (same on every stage).
+            positions: (N, 3) Å, the positions to differentiate against.
+            strain: (B, 3, 3) zeros to differentiate against for stress, or None.
+            exchange: graph-parallel exchange (default: the identity `LOCAL`).
+        """
+        _check_inputs(self, io, graph, positions)
+        topo = compute_topology(graph)
+        geo = self.geometry(graph, topo, positions, strain, with_embedding=self.first)
+        if self.first:
+            h, e, t = self.embedding(self.geometry, geo, topo)
+        else:
+            h, e, t = io.atom, io.bond, io.angle
+        n_model_blocks = self.config.num_blocks
+        for k, block in enumerate(self.blocks):
+            final = self.block_range[0] + k == n_model_blocks - 1
+            h, e, t = block(h, e, t, geo, topo, exchange, final=final)
+        if not self.last:
+            return StageIO(atom=h, bond=e, angle=t)
+        energy, atom_energy, magmoms = self.readout(
+            h, geo, topo, graph.batch, graph.num_structures, exchange)
+        return StageIO(energy=energy, atom_energy=atom_energy, magmoms=magmoms)
+
+
+def _check_inputs(stage: Stage, io: StageIO | None, graph: AtomGraph, positions: Tensor):
+    cfg = stage.config
+    if (graph.cutoff, graph.three_body_cutoff) != (cfg.cutoff, cfg.three_body_cutoff):
+        raise ValueError(
+            f"graph built with cutoffs ({graph.cutoff}, {graph.three_body_cutoff}) but the "
+            f"model needs ({cfg.cutoff}, {cfg.three_body_cutoff})")
+    if stage.first != (io is None):
+        raise ValueError("stage 0 takes io=None; later stages need the previous StageIO")
+    dtype = next(stage.parameters()).dtype
+    if positions.dtype != dtype or graph.cell.dtype != dtype:
+        raise ValueError(f"positions/graph dtype {positions.dtype} does not match the model "
+                         f"dtype {dtype}; use graph.to(dtype=...) or model.to(...)")
+
+
+def validate_cuts(cuts: Sequence[int], num_blocks: int) -> list[int]:
+    cuts = [int(c) for c in cuts]
+    if any(c < 0 or c > num_blocks for c in cuts) or any(
+            b <= a for a, b in itertools.pairwise(cuts)):
+        raise ValueError(f"cuts must be strictly increasing interaction-block indices in "
+                         f"[0, {num_blocks}], got {cuts}")
+    return cuts
+
+
+def balance(costs: Sequence[float], num_stages: int) -> list[int]:
+    """Contiguous split of unit costs (embedding, blocks..., readout) into `num_stages`
+    non-empty groups minimising the largest group cost; returns the cuts (block indices)."""
+    n = len(costs)
+    if not 1 <= num_stages <= n:
+        raise ValueError(f"num_stages must be in [1, {n}] for this model, got {num_stages}")
+    prefix = [0.0]
+    for c in costs:
+        prefix.append(prefix[-1] + c)
+    inf = float("inf")
+    # best[s][j]: minimal max-cost splitting units [0, j) into s groups.
+    best = [[inf] * (n + 1) for _ in range(num_stages + 1)]
+    arg = [[0] * (n + 1) for _ in range(num_stages + 1)]
+    best[0][0] = 0.0
+    for s in range(1, num_stages + 1):
+        for j in range(s, n + 1):
+            for i in range(s - 1, j):
+                v = max(best[s - 1][i], prefix[j] - prefix[i])
+                if v < best[s][j]:
+                    best[s][j], arg[s][j] = v, i
+    bounds, j = [], n
+    for s in range(num_stages, 0, -1):
+        j = arg[s][j]
+        bounds.append(j)
+    bounds = sorted(bounds)[1:]  # drop the leading 0; unit boundary b ↔ block cut b − 1
+    return [b - 1 for b in bounds]
