@@ -96,6 +96,8 @@ class EMAConfig:
 class TrainSection:
     steps: int | None = 1000                 # optimizer steps (exactly one of steps/epochs)
     epochs: int | None = None
+    stop_at: int | None = None               # stop after this step with a checkpoint (the
+                                             # schedule still runs to steps); then --resume
     max_atoms: int = 512                     # atoms per micro-batch (cap)
     max_edges: int | None = None             # edges per micro-batch (cap), needs edge counts
     seed: int = 0
@@ -262,7 +264,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                "must be strictly increasing block indices >= 1")
     _check((t.steps is None) != (t.epochs is None), "train.steps",
            "set exactly one of train.steps and train.epochs (the other to null)")
-    for name in ("steps", "epochs", "max_edges", "threads"):
+    for name in ("steps", "epochs", "stop_at", "max_edges", "threads"):
         v = getattr(t, name)
         _check(v is None or v >= 1, f"train.{name}", f"must be >= 1 or null, got {v}")
     _check(t.max_atoms >= 1, "train.max_atoms", f"must be >= 1, got {t.max_atoms}")
