@@ -2,6 +2,11 @@
 
 All stream: ``ase.io.iread(path, index=':')`` yields one ``Atoms`` at a time and
 ``ase.db`` rows come from a cursor.
+
+Under mpirun ASE's I/O is "parallel" by default: once mpi4py is imported, ``ase.parallel``
+makes rank 0 read and broadcast to every rank. Our ranks read *different* files, so every
+call passes ``parallel=False`` (``serial=True`` for ``ase.db``); without it rank 1 silently
+gets rank 0's frames (caught by tests/distributed/datasets).
 """
 
 from __future__ import annotations
@@ -94,7 +99,8 @@ class AseFileSource(Source):
 
         index = -1
         try:
-            for index, atoms in enumerate(ase.io.iread(path, index=":", format=self._format())):
+            for index, atoms in enumerate(ase.io.iread(path, index=":", format=self._format(),
+                                                          parallel=False)):
                 yield index, atoms
         except SourceError:
             raise
@@ -129,7 +135,8 @@ class VaspSource(AseFileSource):
 
         index = -1
         try:
-            for index, atoms in enumerate(ase.io.iread(path, index=":", format=fmt)):
+            for index, atoms in enumerate(ase.io.iread(path, index=":", format=fmt,
+                                                          parallel=False)):
                 yield index, atoms
         except Exception as exc:
             raise SourceError(path, index + 1,
@@ -158,7 +165,7 @@ class AseDbSource(Source):
 
         row_id = 0
         try:
-            db = ase.db.connect(str(path))
+            db = ase.db.connect(str(path), serial=True)
             for row in db.select():
                 row_id = row.id
                 yield row.id, row
