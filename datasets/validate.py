@@ -50,40 +50,50 @@ def _complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
 
 def min_distance_pair(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray,
                       cutoff: float) -> tuple[int, int, float] | None:
-    """Return (i, j, d) for some pair closer than ``cutoff`` Å, or None.
+    """Return (i, j, d) for some pair closer than ``cutoff`` Å, or None (i == j: an atom
+    and its own periodic image).
 
-    Periodic images are included by replicating wrapped positions over the 3^k neighbouring
-    cells of the k periodic directions; exact for ``cutoff`` below the smallest cell height,
-    which holds for any non-pathological cell at 0.1 Å (a cell thinner than the cutoff is
-    reported as an atom close to its own image).
+    Positions are wrapped into the cell; pairs inside the cell come from a KD-tree query,
+    pairs across a periodic boundary from querying that tree with the shifted images of the
+    few atoms within ``cutoff`` of a face (3^k − 1 shifts for k periodic directions). Exact
+    for ``cutoff`` below the smallest cell height (any non-pathological cell at 0.1 Å; a
+    thinner cell marks every atom as near a face, which is still handled).
     """
     pbc = np.asarray(pbc, dtype=bool)
-    n = len(positions)
     pos = positions
-    shifts = np.zeros((1, 3))
     if pbc.any():
         frac = np.linalg.solve(_complete_cell(cell, pbc).T, positions.T).T
         frac[:, pbc] -= np.floor(frac[:, pbc])
-        pos = frac @ cell
-        ranges = [(-1, 0, 1) if p else (0,) for p in pbc]
-        shifts = np.array(list(itertools.product(*ranges)), dtype=float) @ cell
-    images = (pos[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
-    tree = cKDTree(images)
-    k = min(2, len(images))
-    dist, idx = tree.query(pos, k=k, distance_upper_bound=cutoff)
-    if k < 2:
-        return None
-    # Column 0 is the atom itself (distance 0) unless an exact duplicate sorts first;
-    # the second neighbour is therefore the closest *other* point (atom or image).
-    second = dist[:, 1]
-    hit = np.flatnonzero(np.isfinite(second))
-    if hit.size == 0:
-        return None
-    i = int(hit[np.argmin(second[hit])])
-    j = int(idx[i, 1] % n)
-    if j == i and int(idx[i, 0] % n) != i:
-        j = int(idx[i, 0] % n)
-    return i, j, float(second[i])
+        pos = frac @ _complete_cell(cell, pbc)
+    tree = cKDTree(pos)
+    best: tuple[int, int, float] | None = None
+    if len(pos) > 1:
+        dist, idx = tree.query(pos, k=2, distance_upper_bound=cutoff)
+        hit = np.flatnonzero(np.isfinite(dist[:, 1]))
+        if hit.size:
+            i = int(hit[np.argmin(dist[hit, 1])])
+            best = (i, int(idx[i, 1]), float(dist[i, 1]))
+    if not pbc.any():
+        return best
+    # Fractional distance to the nearest face along each periodic axis, in Å.
+    full = _complete_cell(cell, pbc)
+    vol = abs(np.linalg.det(full))
+    heights = vol / np.linalg.norm(np.cross(full[[1, 2, 0]], full[[2, 0, 1]]), axis=1)
+    gap = np.minimum(frac, 1.0 - frac) * heights
+    near = np.flatnonzero((gap[:, pbc] < cutoff).any(axis=1))
+    if near.size == 0:
+        return best
+    ranges = [(-1, 0, 1) if p else (0,) for p in pbc]
+    shifts = np.array([s for s in itertools.product(*ranges) if any(s)], dtype=float) @ full
+    images = (pos[near][None, :, :] + shifts[:, None, :]).reshape(-1, 3)
+    dist, idx = tree.query(images, k=1, distance_upper_bound=cutoff)
+    hit = np.flatnonzero(np.isfinite(dist))
+    if hit.size:
+        k = int(hit[np.argmin(dist[hit])])
+        d = float(dist[k])
+        if best is None or d < best[2]:
+            best = (int(near[k % near.size]), int(idx[k]), d)
+    return best
 
 
 def check_frame(frame: dict, min_distance: float = MIN_DISTANCE) -> None:
