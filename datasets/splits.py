@@ -1,7 +1,8 @@
 """Leak-free train/val/test splits by ``group_id`` (e.g. the material id).
 
 Groups (not frames) are shuffled with ``numpy.random.default_rng(seed)`` in sorted-id order
-and assigned to splits so that each split's *frame* count reaches its fraction; all frames
+and assigned by where the midpoint of their frames falls on the cumulative fractions, so each
+split gets about its fraction of *frames*; all frames
 of one group land in one split. The result depends only on the multiset of (group_id,
 frame) pairs and the seed, not on shard order or rank count.
 """
@@ -34,11 +35,14 @@ def split_by_group(groups: list[str] | np.ndarray, fractions, seed: int = 0
     uniq, inverse, counts = np.unique(groups.astype(str), return_inverse=True,
                                       return_counts=True)
     order = np.random.default_rng(seed).permutation(len(uniq))
-    start = np.concatenate([[0], np.cumsum(counts[order])[:-1]]) / n  # fraction before group
+    # Each group goes to the split whose fraction interval holds the *midpoint* of the
+    # group's frames in the shuffled order (start points would starve the last splits).
+    cum = np.cumsum(counts[order])
+    start = (cum - counts[order] / 2.0) / n
     bounds = np.cumsum(fractions)
     last = max(k for k, f in enumerate(fractions) if f > 0)
     # A zero fraction has bounds[k] == bounds[k-1], so searchsorted never picks it; the clip
-    # only catches start values rounding past the final bound.
+    # only catches midpoints rounding past the final bound.
     which = np.searchsorted(bounds, start, side="right").clip(0, last)
     split_of_group = np.empty(len(uniq), np.int64)
     split_of_group[order] = which
