@@ -1,4 +1,4 @@
-"""``matris-data``: build / inspect / verify / export datasets (and ``synth``, if present).
+"""matris-data: build, inspect, verify and export sharded datasets (plus synth, if present).
 
 Exit codes: 0 success, 1 verify found problems, 2 usage or input errors.
 """
