@@ -1,0 +1,217 @@
+"""Cost models for the simulator and the cost-aware scheduler (pure Python).
+
+A :class:`CostModel` holds, per stage, the times t1..t4 of the four phases for one
+micro-batch, the deferrable weight-gradient fractions of P3/P4, the fused-turn factor,
+activation-set sizes |A| and |A'|, boundary tensor sizes and an α–β link model
+(a transfer of b bytes takes ``alpha + b / beta``).
+
+Cost files (``--costs FILE``) are JSON::
+
+    {"label": "10M preset, CPU fp32, 1 thread",  "units": "s",  "lazy_p3": false,
+     "stages": [{"t": [t1, t2, t3, t4], "mem_a": bytes, "mem_ap": bytes}, ...],
+     "w_frac": {"P3": 0.5, "P4": 0.5},  "fused_factor": 0.7,
+     "tensor_bytes": {"h": 1e5, "a": 1e5, "f_acc": 3e3, "abar": 1e5, "dl_df": 3e3,
+                      "hbar": 1e5},
+     "alpha": 2e-5, "beta": 1e9}
+
+or a bundle ``{"eager": {...}, "lazy": {...}}`` (both variants of the same model).
+Stage lists of any length are resampled to the schedule's stage count by treating the
+costs as a piecewise-constant density over model depth (so a wave placement with 2P
+chunks gets each P-stage cost split in halves).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .actions import BOUNDARY, W_OF, Action, Kind
+
+PHASE_INDEX = {Kind.P1: 0, Kind.P2: 1, Kind.P3: 2, Kind.P4: 3}
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Per-stage phase costs, memory sizes and communication model.
+
+    Attributes:
+        stage_times: per stage, (t1, t2, t3, t4) for one micro-batch.
+        w_frac: deferrable weight-gradient share of P3 and P4 ({"P3": f3, "P4": f4}).
+        fused_factor: a fused P3+P4 turn costs ``fused_factor * (t3 + t4)``.
+        lazy_p3: the times describe the lazy-P3 variant (P3 = ā only; P4 does the rest).
+        mem_a, mem_ap: per stage, size of the P1 graph A and of the P2 graph A'.
+        tensor_bytes: bytes of each boundary tensor (see ``actions.BOUNDARY``).
+        alpha, beta: link latency (time) and bandwidth (bytes per time unit; inf = free).
+    """
+
+    stage_times: tuple[tuple[float, float, float, float], ...]
+    label: str = "unlabelled"
+    units: str = "s"
+    w_frac: dict = field(default_factory=lambda: {"P3": 0.5, "P4": 0.5})
+    fused_factor: float = 0.7
+    lazy_p3: bool = False
+    mem_a: tuple[float, ...] = ()
+    mem_ap: tuple[float, ...] = ()
+    tensor_bytes: dict = field(default_factory=dict)
+    alpha: float = 0.0
+    beta: float = math.inf
+
+    def __post_init__(self) -> None:
+        n = len(self.stage_times)
+        if n == 0:
+            raise ValueError("a cost model needs at least one stage")
+        if any(len(t) != 4 or min(t) < 0 for t in self.stage_times):
+            raise ValueError(f"stage_times must be non-negative 4-tuples: {self.stage_times}")
+        if not self.mem_a:
+            object.__setattr__(self, "mem_a", (1.0,) * n)
+        if not self.mem_ap:
+            object.__setattr__(self, "mem_ap", (1.35,) * n)
+        if len(self.mem_a) != n or len(self.mem_ap) != n:
+            raise ValueError("mem_a / mem_ap need one entry per stage")
+        for key in ("P3", "P4"):
+            if not 0.0 <= self.w_frac.get(key, 0.0) < 1.0:
+                raise ValueError(f"w_frac[{key}] must be in [0, 1)")
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_times)
+
+    # ---------------------------------------------------------------- derived
+    def for_stages(self, num_stages: int) -> CostModel:
+        """Resample to ``num_stages`` stages (costs and memory scale with depth share)."""
+        if num_stages == self.num_stages:
+            return self
+        cols = list(zip(*self.stage_times))
+        times = tuple(zip(*(_resample(c, num_stages) for c in cols)))
+        return replace(self, stage_times=times,
+                       mem_a=tuple(_resample(self.mem_a, num_stages)),
+                       mem_ap=tuple(_resample(self.mem_ap, num_stages)))
+
+    def t(self, stage: int, kind: Kind) -> float:
+        """Full (unsplit) time of phase ``kind`` on ``stage``."""
+        return self.stage_times[stage][PHASE_INDEX[kind]]
+
+    def w(self, kind: Kind) -> float:
+        """Weight-gradient share of P3/P4."""
+        return float(self.w_frac.get(kind.name, 0.0))
+
+    def duration(self, prog, action: Action) -> float:
+        """Compute time of ``action`` in ``prog`` (0 for SEND/RECV/REDUCE)."""
+        k, s = action.kind, action.stage
+        if not k.is_compute:
+            return 0.0
+        if k is Kind.P34:
+            return self.fused_factor * (self.t(s, Kind.P3) + self.t(s, Kind.P4))
+        if k in W_OF:
+            parent = W_OF[k]
+            return self.t(s, parent) * self.w(parent)
+        full = self.t(s, k)
+        if k in (Kind.P3, Kind.P4) and _has_w(prog, k, s):
+            return full * (1.0 - self.w(k))  # the W part runs as its own action
+        return full
+
+    def comm_time(self, phase: Kind) -> float:
+        """α–β time of one boundary hand-off of sweep ``phase`` (0 if on one device)."""
+        if self.alpha == 0.0 and math.isinf(self.beta):
+            return 0.0
+        nbytes = sum(self.tensor_bytes.get(name, 0.0) for name in BOUNDARY[phase])
+        return self.alpha + (nbytes / self.beta if nbytes else 0.0)
+
+    def total_time(self) -> float:
+        """Σ over stages and phases: one micro-batch's compute, the unit of throughput."""
+        return sum(sum(t) for t in self.stage_times)
+
+    # ---------------------------------------------------------------- IO
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stages"] = [{"t": list(t), "mem_a": a, "mem_ap": ap} for t, a, ap in
+                       zip(self.stage_times, self.mem_a, self.mem_ap)]
+        for key in ("stage_times", "mem_a", "mem_ap"):
+            d.pop(key)
+        d["beta"] = None if math.isinf(self.beta) else self.beta
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CostModel:
+        stages = d["stages"]
+        beta = d.get("beta")
+        return cls(stage_times=tuple(tuple(float(x) for x in st["t"]) for st in stages),
+                   label=d.get("label", "unlabelled"), units=d.get("units", "s"),
+                   w_frac=dict(d.get("w_frac", {"P3": 0.5, "P4": 0.5})),
+                   fused_factor=float(d.get("fused_factor", 0.7)),
+                   lazy_p3=bool(d.get("lazy_p3", False)),
+                   mem_a=tuple(float(st.get("mem_a", 1.0)) for st in stages),
+                   mem_ap=tuple(float(st.get("mem_ap", 1.35)) for st in stages),
+                   tensor_bytes=dict(d.get("tensor_bytes", {})),
+                   alpha=float(d.get("alpha", 0.0)),
+                   beta=math.inf if beta is None else float(beta))
+
+
+def _has_w(prog, kind: Kind, stage: int) -> bool:
+    w = {Kind.P3: Kind.W3, Kind.P4: Kind.W4}[kind]
+    return w in prog.w_kinds(stage)
+
+
+def _resample(values, n: int) -> list[float]:
+    """Integrate a piecewise-constant density (len(values) equal cells on [0,1]) over
+    ``n`` equal cells. Σ is preserved."""
+    m = len(values)
+    out = []
+    for j in range(n):
+        lo, hi = j / n, (j + 1) / n
+        acc = 0.0
+        for i in range(int(lo * m), min(m, math.ceil(hi * m))):
+            a, b = max(lo, i / m), min(hi, (i + 1) / m)
+            if b > a:
+                acc += values[i] * (b - a) * m
+        out.append(acc)
+    return out
+
+
+# ---------------------------------------------------------------- profiles
+#: Ratios measured on the research note's toy model (CPU fp32, 1 thread): NOT the 10M
+#: preset. Replace with ``--costs FILE`` once the preset is measured.
+TOY_RATIOS = {
+    "eager": (1.0, 1.0, 7.0, 3.0),   # note section 1: 1 : 1.0 : 7.0 : 2.9, rounded as 1:1:7:3
+    "lazy": (1.0, 1.2, 1.4, 7.0),    # lazy-P3: 1 : 1.2 : 1.4 : 7.0
+    "equal": (1.0, 1.0, 1.0, 1.0),
+}
+
+
+def uniform(num_stages: int, ratios=(1.0, 1.0, 1.0, 1.0), *, label: str | None = None,
+            lazy_p3: bool = False, **kw) -> CostModel:
+    """Every stage with the same phase times ``ratios`` (relative units)."""
+    return CostModel(stage_times=(tuple(float(r) for r in ratios),) * num_stages,
+                     label=label or f"uniform {':'.join(f'{r:g}' for r in ratios)}",
+                     units=kw.pop("units", "rel"), lazy_p3=lazy_p3, **kw)
+
+
+def toy_profile(variant: str, num_stages: int, **kw) -> CostModel:
+    """Default study profile: the note's measured *toy* ratios, uniform stages."""
+    if variant not in TOY_RATIOS:
+        raise ValueError(f"unknown toy profile {variant!r}; choose from {sorted(TOY_RATIOS)}")
+    kw.setdefault("w_frac", {"P3": 0.0 if variant == "lazy" else 0.5, "P4": 0.5})
+    return uniform(num_stages, TOY_RATIOS[variant], lazy_p3=variant == "lazy",
+                   label=f"toy-{variant} {':'.join(f'{r:g}' for r in TOY_RATIOS[variant])} "
+                         "(research-note toy model ratios, NOT measured on the 10M preset)",
+                   **kw)
+
+
+def load_costs(path: str | Path) -> dict[str, CostModel]:
+    """Read a cost file: one model (returned under its variant name) or a bundle."""
+    data = json.loads(Path(path).read_text())
+    if "stages" in data:
+        cm = CostModel.from_dict(data)
+        return {"lazy" if cm.lazy_p3 else "eager": cm}
+    out = {}
+    for name, d in data.items():
+        d = dict(d)
+        d.setdefault("lazy_p3", name == "lazy")
+        out[name] = CostModel.from_dict(d)
+    return out
+
+
+def save_costs(models: dict[str, CostModel], path: str | Path) -> None:
+    Path(path).write_text(json.dumps({k: m.to_dict() for k, m in models.items()}, indent=1))

@@ -1,0 +1,162 @@
+"""Greedy list scheduling over the simulator: how the static orders are produced.
+
+Given a Program skeleton (placement, phases, flags; empty orders), a cost model and a
+:class:`Policy`, :func:`list_schedule` plays the pipeline forward in time: whenever a
+rank is free it starts the best (lowest ``policy.key``) action that is *ready* (inputs
+arrived) and *allowed* (in-flight caps, unit order, ...). It never idles while an
+allowed action is ready. The resulting per-rank orders replay exactly (same times)
+under :func:`~.simulate.simulate` with the same costs, and stay deadlock-free under any
+other costs (the order is a linear extension of the dependency DAG).
+
+Cost-oblivious schedules (the baselines, symfold) call it with unit costs, so their
+order is a fixed pattern like their papers'; wavek calls it with the measured costs.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from .actions import Action, ScheduleError
+from .costs import CostModel
+from .deps import creates, freeing_actions, successors_map
+from .grid import format_grid
+from .program import Program
+
+
+@dataclass
+class DeviceState:
+    """What a policy may look at when deciding on one rank."""
+
+    device: int
+    live: dict = field(default_factory=lambda: {"A": 0, "A'": 0})
+    live_stage: dict = field(default_factory=dict)   # (set name, stage) -> count
+    mem: float = 0.0
+    started: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Policy:
+    """Override ``key`` (static priority, lower first) and ``allowed``/``on_start``."""
+
+    #: True if ``dynamic_key`` must be consulted at every decision (slower).
+    dynamic = False
+
+    def key(self, a: Action) -> tuple:
+        raise NotImplementedError
+
+    def dynamic_key(self, a: Action, st: DeviceState, static: tuple) -> tuple:
+        return static
+
+    def allowed(self, a: Action, st: DeviceState) -> bool:
+        return True
+
+    def on_start(self, a: Action, st: DeviceState) -> None:
+        pass
+
+
+def list_schedule(skel: Program, costs: CostModel, policy: Policy) -> Program:
+    """Fill ``skel``'s orders by greedy list scheduling under ``costs``."""
+    costs = costs.for_stages(skel.num_stages)
+    actions = list(skel.expected_actions())
+    idx = {a: i for i, a in enumerate(actions)}  # integer ids: hashing Actions is slow
+    n = len(actions)
+    succ: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+    npred = [0] * n
+    dev = [skel.device_of(a.stage) for a in actions]
+    for a, outs in successors_map(skel).items():
+        i = idx[a]
+        for b, dep in outs:
+            j = idx[b]
+            lat = costs.comm_time(dep.phase) if (dev[j] != dev[i] and dep.phase) else 0.0
+            succ[i].append((j, lat))
+            npred[j] += 1
+    ready_at = [0.0] * n
+    dur = [costs.duration(skel, a) for a in actions]
+    key = [policy.key(a) for a in actions]
+    # Memory bookkeeping: a set dies when all of its freeing actions have run.
+    alloc: list[tuple[str, int] | None] = [None] * n
+    pending_free: dict[tuple, int] = {}
+    frees_of: list[list[tuple]] = [[] for _ in range(n)]
+    mem_of = {"A": costs.mem_a, "A'": costs.mem_ap}
+    for i, a in enumerate(actions):
+        name = creates(skel, a)
+        if name is None or (name == "A'" and not skel.four_phase):
+            continue
+        alloc[i] = (name, a.stage)
+        fa = freeing_actions(skel, name, a.stage, a.microbatch)
+        tag = (name, a.stage, a.microbatch)
+        pending_free[tag] = len(fa)
+        for f in fa:
+            frees_of[idx[f]].append(tag)
+
+    P = skel.num_devices
+    pool: list[list[int]] = [[] for _ in range(P)]
+    state = [DeviceState(d) for d in range(P)]
+    free_at = [0.0] * P
+    orders: list[list[Action]] = [[] for _ in range(P)]
+    events: list[tuple[float, int, int]] = []
+    seq = 0
+    for i in range(n):
+        if npred[i] == 0:
+            pool[dev[i]].append(i)
+    for d in range(P):
+        heapq.heappush(events, (0.0, seq, d))
+        seq += 1
+    done = 0
+    while events:
+        t, _, d = heapq.heappop(events)
+        if free_at[d] > t:
+            continue
+        st = state[d]
+        best = -1
+        if policy.dynamic:
+            best_key = None
+            for i in pool[d]:
+                if ready_at[i] <= t and policy.allowed(actions[i], st):
+                    k = policy.dynamic_key(actions[i], st, key[i])
+                    if best < 0 or k < best_key:
+                        best, best_key = i, k
+        else:
+            for i in pool[d]:
+                if ready_at[i] <= t and (best < 0 or key[i] < key[best]) \
+                        and policy.allowed(actions[i], st):
+                    best = i
+        if best < 0:
+            continue
+        a = actions[best]
+        pool[d].remove(best)
+        orders[d].append(a)
+        end = t + dur[best]
+        free_at[d] = end
+        done += 1
+        if alloc[best] is not None:
+            name, stage = alloc[best]
+            st.live[name] += 1
+            st.live_stage[(name, stage)] = st.live_stage.get((name, stage), 0) + 1
+            st.mem += mem_of[name][stage]
+        for tag in frees_of[best]:
+            pending_free[tag] -= 1
+            if pending_free[tag] == 0:  # freed at `end`; only this rank's later choices see it
+                st.live[tag[0]] -= 1
+                st.live_stage[tag[:2]] -= 1
+                st.mem -= mem_of[tag[0]][tag[1]]
+        st.started += 1
+        policy.on_start(a, st)
+        heapq.heappush(events, (end, seq, d))
+        seq += 1
+        for j, lat in succ[best]:
+            if end + lat > ready_at[j]:
+                ready_at[j] = end + lat
+            npred[j] -= 1
+            if npred[j] == 0:
+                pool[dev[j]].append(j)
+                heapq.heappush(events, (ready_at[j], seq, dev[j]))
+                seq += 1
+    if done != n:
+        partial = skel.with_orders(orders)
+        stuck = {d: sorted(str(actions[i]) for i in pool[d])[:6] for d in range(P) if pool[d]}
+        raise ScheduleError(f"list scheduling of {skel.describe()} stalled after {done} of "
+                            f"{n} actions (caps too tight?); waiting: {stuck}\n"
+                            + format_grid(partial, max_steps=8))
+    return skel.with_orders(orders)

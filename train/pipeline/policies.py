@@ -1,0 +1,197 @@
+"""Scheduling rules (policies) for :func:`~.listsched.list_schedule`.
+
+* :class:`CappedDepthFirst`: among ready actions run the one furthest along its
+  micro-batch's path (backward before forward), older micro-batches first; admit a new
+  P1 (P2) on a stage only while fewer than ``cap_a[stage]`` P1 graphs
+  (``cap_ap[stage]`` P2 graphs) are alive there. With the caps of classic 1F1B applied to
+  the virtual pipeline this is the 1F1B / ZB-V rule (symfold, hanayo4).
+* :class:`UnitOneFOneB`: the Megatron-style port (1f1b4): a micro-batch's P1+P2 is its
+  forward unit, P3+P4 its backward unit; each rank starts units strictly in the
+  classic 1F1B sequence (``warmup`` forward units, then one backward / one forward,
+  then the remaining backwards) and finishes started units as soon as their second
+  half is ready.
+"""
+
+from __future__ import annotations
+
+from .actions import Action, Kind
+from .listsched import DeviceState, Policy
+from .program import Program
+
+
+def chain_position(prog: Program, kind: Kind, stage: int) -> float:
+    """Hop index of (kind, stage) along a micro-batch's path 0→S−1→0→S−1→0.
+
+    W3/W4 get the position of their phase + 0.5 (they follow it; nothing waits on them).
+    """
+    S = prog.num_stages
+    if kind is Kind.W3:
+        return chain_position(prog, Kind.P3, stage) + 0.5
+    if kind is Kind.W4:
+        return chain_position(prog, Kind.P4, stage) + 0.5
+    if kind is Kind.P34:
+        kind = Kind.P3
+    if not prog.four_phase:
+        return stage if kind is Kind.P1 else 2 * S - 1 - stage
+    return {Kind.P1: stage, Kind.P2: 2 * S - 1 - stage, Kind.P3: 2 * S + stage,
+            Kind.P4: 4 * S - 1 - stage}[kind]
+
+
+def path_length(prog: Program) -> int:
+    """Number of hops of a micro-batch's path (2S energy-only, 4S with forces)."""
+    return len(prog.phases) * prog.num_stages
+
+
+def virtual_caps(prog: Program, slack: int = 0) -> tuple[list[int], list[int]]:
+    """Classic 1F1B in-flight caps, read off the micro-batch path.
+
+    In 1F1B a stage holds a micro-batch's activations from its forward to its backward,
+    and the cap is half the number of hops in between: on a P-stage pipeline the
+    activations of stage s span 2(P−s) hops, cap P−s. Applied to the four-phase path,
+    a P1 graph of stage s lives from hop s to the hop of its last freeing action:
+    cap 2S − s; an eager P2 graph from hop 2S−1−s to P3 at hop 2S+s: cap s + 1 (the
+    research note's SymFold memory); a lazy-P3 P2 graph until P4: cap S. ``slack`` (K)
+    is added to every cap.
+    """
+    from .deps import freeing_actions
+
+    caps = {}
+    for name, creator in (("A", Kind.P1), ("A'", Kind.P2)):
+        out = []
+        for s in range(prog.num_stages):
+            if name == "A'" and not prog.four_phase:
+                out.append(prog.num_microbatches)
+                continue
+            start = chain_position(prog, creator, s)
+            stop = max(int(chain_position(prog, f.kind, s))
+                       for f in freeing_actions(prog, name, s, 0))
+            out.append(max(1, (stop - int(start) + 1) // 2 + slack))
+        caps[name] = out
+    return caps["A"], caps["A'"]
+
+
+class CappedDepthFirst(Policy):
+    """Depth-first priority with per-stage in-flight caps (and an optional memory cap).
+
+    Args:
+        cap_a, cap_ap: per stage, max live P1 / P2 graphs (None: unlimited).
+        mem_cap: per device, max Σ|A|+|A'| in the cost model's units (None: unlimited).
+        mem_of: (mem_a, mem_ap) per-stage sizes, needed with ``mem_cap``.
+        order: "depth" (furthest along the path first) or "mb" (oldest micro-batch first).
+        w_mode: "last": W actions only when nothing else is ready (Zero-Bubble style);
+            "pressure": the same, except that while admitting one more micro-batch would
+            break ``mem_cap`` the W parts (which free memory) go before P1/P2 work.
+        reserve: see :meth:`allowed`.
+    """
+
+    def __init__(self, prog: Program, cap_a=None, cap_ap=None, mem_cap=None, mem_of=None,
+                 order: str = "depth", w_mode: str = "last", reserve: bool = True):
+        if w_mode not in ("last", "pressure"):
+            raise ValueError(f"w_mode must be 'last' or 'pressure', got {w_mode!r}")
+        self.prog, self.cap_a, self.cap_ap = prog, cap_a, cap_ap
+        self.mem_cap, self.mem_of = mem_cap, mem_of
+        self.order, self.w_mode, self.reserve = order, w_mode, reserve
+        self.dynamic = w_mode == "pressure" and mem_cap is not None
+        if self.dynamic:
+            stages = range(prog.num_stages)
+            self._one_more = [min((mem_of[0][s] + self._ap_size(s) for s in stages
+                                   if prog.device_of(s) == d), default=0.0)
+                              for d in range(prog.num_devices)]
+
+    def key(self, a: Action) -> tuple:
+        pos = chain_position(self.prog, a.kind, a.stage)
+        w_rank = 2 if a.kind in (Kind.W3, Kind.W4) else 0
+        if self.order == "mb":
+            return (w_rank, a.microbatch, -pos)
+        return (w_rank, -pos, a.microbatch)
+
+    def dynamic_key(self, a: Action, st: DeviceState, static: tuple) -> tuple:
+        if self._reserved(st) + self._one_more[st.device] <= self.mem_cap[st.device] + 1e-9:
+            return static
+        # Under memory pressure: critical backward work, then W parts (they free
+        # memory), then forward work.
+        if static[0] == 2:
+            return (0.5, *static[1:])
+        if a.kind in (Kind.P1, Kind.P2):
+            return (1, *static[1:])
+        return static
+
+    def allowed(self, a: Action, st: DeviceState) -> bool:
+        if a.kind is Kind.P1:
+            if self.cap_a is not None and \
+                    st.live_stage.get(("A", a.stage), 0) >= self.cap_a[a.stage]:
+                return False
+            if self.mem_cap is not None:
+                # With ``reserve``, admission also books the micro-batch's P2 graph, so a
+                # P2 never waits for memory (ranks full of P1 graphs cannot deadlock).
+                # Without it, room for that P2 graph must exist now, and P2 is checked.
+                need = self.mem_of[0][a.stage] + self._ap_size(a.stage)
+                if self._reserved(st) + need > self.mem_cap[st.device] + 1e-9:
+                    return False
+            return True
+        if a.kind is Kind.P2 and self.prog.four_phase:
+            if self.cap_ap is not None and \
+                    st.live_stage.get(("A'", a.stage), 0) >= self.cap_ap[a.stage]:
+                return False
+            if self.mem_cap is not None and not self.reserve:
+                return st.mem + self._ap_size(a.stage) <= self.mem_cap[st.device] + 1e-9
+        return True
+
+    def _ap_size(self, stage: int) -> float:
+        return self.mem_of[1][stage] if self.prog.four_phase else 0.0
+
+    def _reserved(self, st: DeviceState) -> float:
+        return st.mem + st.extra.get("ap_reserved", 0.0)
+
+    def on_start(self, a: Action, st: DeviceState) -> None:
+        if self.mem_cap is None or not self.prog.four_phase or not self.reserve:
+            return
+        if a.kind is Kind.P1:
+            st.extra["ap_reserved"] = st.extra.get("ap_reserved", 0.0) + self._ap_size(a.stage)
+        elif a.kind is Kind.P2:
+            st.extra["ap_reserved"] -= self._ap_size(a.stage)
+
+
+class UnitOneFOneB(Policy):
+    """1F1B over (P1+P2, P3+P4) units; ``warmup[s]`` forward units before the first
+    backward unit on stage s. Only for placements with one stage per rank."""
+
+    def __init__(self, prog: Program, warmup: list[int]):
+        self.prog = prog
+        M = prog.num_microbatches
+        self.seq: dict[int, list[tuple[str, int]]] = {}
+        for s in range(prog.num_stages):
+            w = min(M, max(1, warmup[s]))
+            units = [("F", m) for m in range(w)]
+            for j in range(M):
+                units.append(("B", j))
+                if w + j < M:
+                    units.append(("F", w + j))
+            self.seq[s] = units
+        self.ptr = dict.fromkeys(range(prog.num_stages), 0)
+        first_fwd = Kind.P1
+        self.starts = {first_fwd: "F", Kind.P34: "B",
+                       (Kind.P3 if prog.four_phase else Kind.P4): "B"}
+
+    def _unit_start(self, a: Action) -> str | None:
+        return self.starts.get(a.kind)
+
+    def key(self, a: Action) -> tuple:
+        # Second halves of started units first (backward before forward), then the next
+        # unit start, W parts last.
+        rank = {Kind.P4: 0, Kind.P2: 1, Kind.P34: 2, Kind.P3: 2, Kind.P1: 2,
+                Kind.W3: 3, Kind.W4: 3}[a.kind]
+        if not self.prog.four_phase and a.kind is Kind.P4:
+            rank = 2
+        return (rank, a.microbatch)
+
+    def allowed(self, a: Action, st: DeviceState) -> bool:
+        unit = self._unit_start(a)
+        if unit is None:
+            return True
+        seq, i = self.seq[a.stage], self.ptr[a.stage]
+        return i < len(seq) and seq[i] == (unit, a.microbatch)
+
+    def on_start(self, a: Action, st: DeviceState) -> None:
+        if self._unit_start(a) is not None:
+            self.ptr[a.stage] += 1

@@ -1,0 +1,124 @@
+"""WaveK: cost-aware schedules produced offline by list scheduling over the simulator.
+
+For each candidate configuration (placement: linear V or a 2-chunk wave; W split on or
+off; priority rule), :func:`~.listsched.list_schedule` plays the pipeline forward with
+the *measured* per-stage phase costs: a free rank runs the ready action furthest along
+its micro-batch's path (or of the oldest micro-batch), deferred W parts only when nothing
+critical is ready, and admits a new micro-batch only within
+
+* the in-flight caps of the virtual pipeline plus slack ``K`` (symfold's 2P − i P1 graphs
+  and i + 1 P2 graphs per rank at K = 0), and
+* a per-rank memory cap (default: symfold's peak plus K micro-batches' worth of |A|+|A'|),
+  checked with the new micro-batch's P2 graph reserved (``reserve``) or not.
+
+Each candidate is replayed by the simulator (which reproduces the list schedule's
+times exactly), candidates over the cap are dropped, and the fastest wins (ties: the
+simpler configuration). The chosen configuration and every candidate's makespan are
+recorded in ``program.meta``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .actions import ScheduleError
+from .costs import CostModel, uniform
+from .listsched import list_schedule
+from .policies import CappedDepthFirst, virtual_caps
+from .program import Program
+from .simulate import simulate
+from .validate import validate
+
+
+def default_mem_cap(P: int, M: int, costs: CostModel, K: int, **options) -> float:
+    """Symfold's peak per-rank activation memory plus K micro-batches' sets."""
+    from .schedules import symfold
+
+    opts = {k: v for k, v in options.items() if k in ("lazy_p3", "fused_turn", "phases")}
+    peak = max(simulate(symfold(P, M, costs, **opts), costs).peak_mem)
+    lin = costs.for_stages(P)
+    return peak + K * (max(lin.mem_a) + max(lin.mem_ap))
+
+
+#: Count-cap slacks tried on top of the memory cap (None: the memory cap alone governs).
+SLACKS = (0, 2, None)
+
+
+def candidates(waves=None, split_w=None, orders=("depth", "mb"), slacks=SLACKS,
+               w_modes=("last", "pressure")):
+    """The configurations wavek tries (W split off only with the plainest rule)."""
+    out = []
+    for w in ([0, 1] if waves is None else [waves]):
+        for split in ([True, False] if split_w is None else [split_w]):
+            for order in orders:
+                for slack in slacks:
+                    for w_mode in (w_modes if split else w_modes[:1]):
+                        if split or (order == orders[0] and slack == slacks[0]):
+                            out.append({"waves": w, "split_w": split, "order": order,
+                                        "slack": slack, "w_mode": w_mode})
+    return out
+
+
+def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
+          mem_cap=None, waves=None, split_w=None, orders=("depth", "mb"),
+          slacks=SLACKS, **options) -> Program:
+    """Best list schedule over the candidate grid (see module docstring).
+
+    Args:
+        K: in-flight slack (extra micro-batches per rank beyond symfold's caps).
+        mem_cap: per-rank cap (number or list) in the cost model's memory units;
+            None: :func:`default_mem_cap`; ``math.inf``: unlimited.
+        waves: 0 (linear V) or 1 (two-chunk wave), or None to try both.
+        split_w: True/False, or None to try both.
+        orders, slacks: candidate priority rules and count-cap slacks.
+        **options: lazy_p3, fused_turn, phases (as for the other generators).
+    """
+    from .schedules import _variant
+
+    if K < 0:
+        raise ValueError(f"K must be >= 0, got {K}")
+    costs = costs if costs is not None else uniform(P)
+    options = _variant(costs, options)
+    if mem_cap is None:
+        mem_cap = default_mem_cap(P, M, costs, K, **options)
+    caps = [mem_cap] * P if isinstance(mem_cap, (int, float)) else list(mem_cap)
+    table, best = [], None
+    for cfg in candidates(waves, split_w, orders, slacks):
+        for reserve in (False, True):  # reservation only if the plain rule stalls
+            prog = _try(P, M, costs, cfg, K, caps, reserve, options)
+            if prog is not None:
+                break
+        if prog is None:
+            table.append({**cfg, "makespan": None, "note": "stalled"})
+            continue
+        sim = simulate(prog, costs)
+        fits = all(p <= c + 1e-9 for p, c in zip(sim.peak_mem, caps))
+        table.append({**cfg, "reserve": reserve, "makespan": sim.makespan,
+                      "bubble": sim.bubble, "peak_mem": max(sim.peak_mem), "fits": fits})
+        if fits and (best is None or sim.makespan < best[0] * (1 - 1e-9)):
+            best = (sim.makespan, prog, {**cfg, "reserve": reserve})
+    if best is None:
+        raise ScheduleError(f"wavek: no candidate fits mem_cap={mem_cap} at P={P}, M={M}")
+    prog = best[1]
+    prog.meta.update({"chosen": best[2], "mem_cap": caps, "candidates": table})
+    return validate(prog)
+
+
+def _try(P, M, costs, cfg, K, caps, reserve, options) -> Program | None:
+    from .schedules import skeleton
+
+    skel = skeleton("wavek", P, M, waves=cfg["waves"], split_w=cfg["split_w"], K=K,
+                    **options)
+    cm = costs.for_stages(skel.num_stages)
+    if cfg["slack"] is None:
+        cap_a = cap_ap = None
+    else:
+        cap_a, cap_ap = virtual_caps(skel, slack=cfg["slack"])
+    limited = not all(math.isinf(c) for c in caps)
+    policy = CappedDepthFirst(skel, cap_a, cap_ap, mem_cap=caps if limited else None,
+                              mem_of=(cm.mem_a, cm.mem_ap), order=cfg["order"],
+                              w_mode=cfg["w_mode"], reserve=reserve)
+    try:
+        return list_schedule(skel, costs, policy)
+    except ScheduleError:
+        return None
