@@ -7,6 +7,7 @@ from torch import nn
 
 from matris.config import ModelConfig
 from matris.nn.geometry import Geometry, GeometryModule, Topology
+from matris.nn.ops import silu
 
 
 class Embedding(nn.Module):
@@ -45,5 +46,5 @@ class Embedding(nn.Module):
         bond = F.silu(self.bond_ws(self.bond_norm(F.linear(geo.raw_basis2, w_bond))))
         bond = bond * geo.env2
         w_angle = self.angle_w2.weight @ self.angle_w1.weight  # (D, n_angular)
-        angle = F.silu(F.linear(geometry_module.angle_basis(geo.angle_cos), w_angle))
+        angle = silu(F.linear(geometry_module.angle_basis(geo.angle_cos), w_angle))
         return atom, bond, angle

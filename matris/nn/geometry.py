@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from matris.config import ModelConfig
 from matris.graph import AtomGraph
 from matris.nn.basis import Bessel, Envelope, fourier_angle_basis
+from matris.nn.ops import gather
 
 
 @dataclass
@@ -83,7 +84,7 @@ class GeometryModule(nn.Module):
         raw2 = self.bessel2(length)
         basis2 = raw2 * env2
         basis3 = self.bessel3(length) * env3
-        angle_env = env3.index_select(0, topo.angle_p) * env3.index_select(0, topo.angle_q)
+        angle_env = gather(env3, topo.angle_p) * gather(env3, topo.angle_q)
         cos = None
         if with_embedding:
             unit = vec / length[:, None]
@@ -94,8 +95,8 @@ class GeometryModule(nn.Module):
             sign = torch.where(canon, 1.0, -1.0).to(vec.dtype)
             p, q = graph.angle_edges[0], graph.angle_edges[1]
             sp, sq = sign.index_select(0, p), sign.index_select(0, q)
-            up = unit.index_select(0, topo.angle_p)
-            uq = unit.index_select(0, topo.angle_q)
+            up = gather(unit, topo.angle_p)
+            uq = gather(unit, topo.angle_q)
             cos = (up * uq).sum(1) * (sp * sq)
         return Geometry(length=length, env2=env2, basis2=basis2, basis3=basis3,
                         angle_env=angle_env, raw_basis2=raw2 if with_embedding else None,

@@ -20,19 +20,10 @@ from torch import Tensor, nn
 
 from matris.config import ModelConfig
 from matris.nn.exchange import LOCAL, Exchange
+from matris.nn.fused import gather_mul_scatter, smooth_attention
 from matris.nn.geometry import Geometry, Topology
 from matris.nn.mlp import build_mlp
-
-
-def smooth_weights(raw: Tensor, env: Tensor | None, bound: float) -> Tensor:
-    """env·exp(c·tanh(raw/c)) (env None: no envelope, the non-smooth variant)."""
-    w = torch.exp(torch.tanh(raw * (1.0 / bound)) * bound)
-    return w if env is None else w * env
-
-
-def _sum_rows(values: Tensor, index: Tensor, rows: int) -> Tensor:
-    """(R, C) values summed into (rows, C) by index (index_add: twice differentiable)."""
-    return values.new_zeros(rows, values.shape[1]).index_add(0, index, values)
+from matris.nn.ops import scatter_sum
 
 
 class _Gammas(nn.Module):
@@ -58,13 +49,9 @@ class LineAttention(nn.Module):
     def forward(self, e: Tensor, t: Tensor, geo: Geometry, topo: Topology,
                 exchange: Exchange) -> tuple[Tensor, Tensor]:
         d, n_bonds = t.shape[1], e.shape[0]
-        w = smooth_weights(self.logits(t), geo.angle_env if self.smooth else None, self.bound)
         m = self.message([(t, None), (e, topo.angle_p), (e, topo.angle_q)], topo.z_angle)
-        w_t, w_s = w[:, :d], w[:, d:]
-        agg = torch.cat([_sum_rows(w_t * m, topo.angle_p, n_bonds),
-                         _sum_rows(w_t, topo.angle_p, n_bonds),
-                         _sum_rows(w_s * m, topo.angle_q, n_bonds),
-                         _sum_rows(w_s, topo.angle_q, n_bonds)], dim=1)
+        agg = smooth_attention(self.logits(t), geo.angle_env if self.smooth else None, m,
+                               None, topo.angle_p, topo.angle_q, n_bonds, self.bound)
         num_t, den_t, num_s, den_s = exchange.bonds(agg).split(d, dim=1)
         a_t = num_t / (den_t + self.kappa)
         a_s = num_s / (den_s + self.kappa)
@@ -91,19 +78,17 @@ class AtomAttention(nn.Module):
                 exchange: Exchange) -> tuple[Tensor, Tensor]:
         h = exchange.atoms(h)  # neighbour features of halo atoms are read below
         d, n_atoms, n_bonds = h.shape[1], h.shape[0], e.shape[0]
-        # Logits depend on the bond only: compute on U rows, share by both directions.
-        w = smooth_weights(self.logits(e), geo.env2 if self.smooth else None, self.bound)
-        w = w.index_select(0, topo.edge_bond)
         m = self.message([(e, topo.edge_bond), (h, topo.centre), (h, topo.neighbour)],
                          topo.z_edge)
-        w_t, w_s = w[:, :d], w[:, d:]
-        a_t = _sum_rows(w_t * m, topo.centre, n_atoms) / (
-            _sum_rows(w_t, topo.centre, n_atoms) + self.kappa)
-        a_s = _sum_rows(w_s * m, topo.neighbour, n_atoms) / (
-            _sum_rows(w_s, topo.neighbour, n_atoms) + self.kappa)
+        # Logits depend on the bond only: computed on U rows, shared by both directions.
+        agg = smooth_attention(self.logits(e), geo.env2 if self.smooth else None, m,
+                               topo.edge_bond, topo.centre, topo.neighbour, n_atoms, self.bound)
+        num_t, den_t, num_s, den_s = agg.split(d, dim=1)
+        a_t = num_t / (den_t + self.kappa)
+        a_s = num_s / (den_s + self.kappa)
         h_new = self.update([(h, None), (a_t, None), (a_s, None)], topo.z_atom) \
             + self.gamma.atom * h
-        e_new = 0.5 * _sum_rows(m, topo.edge_bond, n_bonds) + self.gamma.bond * e
+        e_new = 0.5 * scatter_sum(m, topo.edge_bond, n_bonds) + self.gamma.bond * e
         return h_new, e_new
 
 
@@ -125,7 +110,7 @@ class LineRefinement(nn.Module):
         # h is read at angle centres only, which a part owns: no halo refresh needed.
         r = self.message([(t, None), (h, topo.angle_centre), (e, topo.angle_p),
                           (e, topo.angle_q)], topo.z_angle)
-        partial = _sum_rows(r * eps.index_select(0, topo.angle_q), topo.angle_p, e.shape[0])
+        partial = gather_mul_scatter(r, eps, topo.angle_q, topo.angle_p, e.shape[0])
         s = exchange.bonds(partial) * eps
         e_new = self.bond_ffn(s, topo.z_bond) + self.gamma.bond * e
         if not need_angles:  # the model's last block: nothing reads the angles
@@ -152,11 +137,11 @@ class AtomRefinement(nn.Module):
         eta = self.envelope(geo.basis2)  # (U, D), zero beyond r_c
         r = self.message([(e, topo.edge_bond), (h, topo.centre), (h, topo.neighbour)],
                          topo.z_edge)
-        s = _sum_rows(r * eta.index_select(0, topo.edge_bond), topo.centre, h.shape[0])
+        s = gather_mul_scatter(r, eta, topo.edge_bond, topo.centre, h.shape[0])
         h_new = self.atom_ffn(s, topo.z_atom) + self.gamma.atom * h
         if not need_bonds:
             return h_new, None
-        e_new = 0.5 * _sum_rows(self.bond_ffn(r, topo.z_edge), topo.edge_bond, e.shape[0]) \
+        e_new = 0.5 * scatter_sum(self.bond_ffn(r, topo.z_edge), topo.edge_bond, e.shape[0]) \
             + self.gamma.bond * e
         return h_new, e_new
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from matris.config import ModelConfig
+from matris.nn.fused import gated_tail
+from matris.nn.ops import gather, silu, silu_split
 
 Part = tuple[Tensor, Tensor | None]
 
@@ -52,7 +53,7 @@ def gather_sum(parts: Sequence[Part], layers: Sequence[nn.Linear]) -> Tensor:
     for (feat, idx), layer in zip(parts, layers):
         y = layer(feat)
         if idx is not None:
-            y = y.index_select(0, idx)
+            y = gather(y, idx)
         out = y if out is None else out + y
     return out
 
@@ -81,11 +82,8 @@ class GatedMLP(nn.Module):
         self.norm_gate = make_norm(norm, out)
 
     def forward(self, parts: Sequence[Part], z: Tensor | None = None) -> Tensor:
-        a = F.silu(gather_sum(parts, self.first))
-        h = self.hidden
-        core = self.norm_core(self.core(a[:, :h]))
-        gate = self.norm_gate(self.gate(a[:, h:]))
-        return F.silu(core) * torch.sigmoid(gate)
+        a_core, a_gate = silu_split(gather_sum(parts, self.first), self.hidden)
+        return gated_tail(self.core(a_core), self.gate(a_gate), self.norm_core, self.norm_gate)
 
 
 class FFN(nn.Module):
@@ -97,7 +95,7 @@ class FFN(nn.Module):
         self.lin2 = nn.Linear(hidden, out, bias=False)
 
     def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
-        return self.lin2(F.silu(self.lin1(x)))
+        return self.lin2(silu(self.lin1(x)))
 
 
 MLPBuilder = Callable[[str, Sequence[int], int, int, ModelConfig, str], nn.Module]

@@ -1,0 +1,92 @@
+"""Fused ops equal their plain references, with gradcheck and gradgradcheck."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+from matris.nn import fused
+
+
+def _rand(*shape, gen):
+    return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("layernorm", [True, False])
+def test_gated_tail(layernorm):
+    gen = torch.Generator().manual_seed(0)
+    c, g = _rand(7, 5, gen=gen), _rand(7, 5, gen=gen)
+    wc, wg = 1 + 0.3 * _rand(5, gen=gen), 1 + 0.3 * _rand(5, gen=gen)
+    bc, bg = (0.2 * _rand(5, gen=gen), 0.2 * _rand(5, gen=gen)) if layernorm else (None, None)
+    args = [x.requires_grad_(True) for x in (c, g, wc, wg)]
+    if layernorm:
+        bc.requires_grad_(True)
+        bg.requires_grad_(True)
+
+    def op(c, g, wc, wg, bc=bc, bg=bg):
+        return fused._GatedTail.apply(c, g, wc, bc, wg, bg, 1e-5)
+
+    def ref(c, g, wc, wg, bc=bc, bg=bg):
+        return fused.gated_tail_reference(c, g, wc, bc, wg, bg, 1e-5)
+
+    torch.testing.assert_close(op(*args), ref(*args))
+    inputs = (*args, bc, bg) if layernorm else tuple(args)
+    assert gradcheck(op, inputs)
+    assert gradgradcheck(op, inputs)
+
+
+@pytest.mark.parametrize(("with_src", "with_env"), [(False, True), (True, True), (True, False)])
+def test_smooth_attention(with_src, with_env):
+    gen = torch.Generator().manual_seed(1)
+    rows, src_rows, d, n_out = 9, 4, 3, 5
+    m = _rand(rows, d, gen=gen).requires_grad_(True)
+    s = src_rows if with_src else rows
+    raw = (3 * _rand(s, 2 * d, gen=gen)).requires_grad_(True)
+    env = torch.rand(s, 1, generator=gen, dtype=torch.float64).requires_grad_(True)
+    src = torch.randint(0, src_rows, (rows,), generator=gen) if with_src else None
+    idx_t = torch.randint(0, n_out, (rows,), generator=gen)
+    idx_s = torch.randint(0, n_out, (rows,), generator=gen)
+
+    def op(raw, env, m):
+        return fused.smooth_attention(raw, env if with_env else None, m, src, idx_t, idx_s,
+                                      n_out, 2.0)
+
+    def ref(raw, env, m):
+        return fused.smooth_attention_reference(raw, env if with_env else None, m, src, idx_t,
+                                                idx_s, n_out, 2.0)
+
+    torch.testing.assert_close(op(raw, env, m), ref(raw, env, m))
+    assert gradcheck(op, (raw, env, m))
+    assert gradgradcheck(op, (raw, env, m))
+
+
+def test_gather_mul_scatter():
+    gen = torch.Generator().manual_seed(2)
+    r = _rand(8, 3, gen=gen).requires_grad_(True)
+    eps = _rand(4, 3, gen=gen).requires_grad_(True)
+    idx_in = torch.randint(0, 4, (8,), generator=gen)
+    idx_out = torch.randint(0, 5, (8,), generator=gen)
+
+    def op(r, eps):
+        return fused.gather_mul_scatter(r, eps, idx_in, idx_out, 5)
+
+    torch.testing.assert_close(op(r, eps),
+                               fused.gather_mul_scatter_reference(r, eps, idx_in, idx_out, 5))
+    assert gradcheck(op, (r, eps))
+    assert gradgradcheck(op, (r, eps))
+
+
+def test_basic_ops_second_order():
+    from matris.nn import ops
+
+    gen = torch.Generator().manual_seed(3)
+    x = _rand(6, 4, gen=gen).requires_grad_(True)
+    idx = torch.tensor([0, 2, 2, 5, 1])
+    assert gradgradcheck(lambda x: ops.gather(x, idx), (x,))
+    assert gradgradcheck(lambda x: ops.scatter_sum(x, torch.tensor([1, 0, 1, 3, 3, 0]), 4), (x,))
+    assert gradgradcheck(ops.silu, (x,))
+    assert gradgradcheck(lambda x: ops.silu_split(x, 1), (x,))
+    torch.testing.assert_close(ops.silu(x), torch.nn.functional.silu(x))
+    a, b = ops.silu_split(x, 3)
+    torch.testing.assert_close(torch.cat([a, b], 1), torch.nn.functional.silu(x))
