@@ -121,7 +121,8 @@ class Action:
 
     @property
     def compute_key(self) -> Action:
-        """For SEND/RECV, the compute action they serve (producer resp. consumer)."""
+        """For SEND/RECV, the phase action they serve (producer resp. consumer). At a
+        fused last stage that phase is performed by P34: use ``Program.resolve``."""
         if self.kind.is_comm:
             return Action(self.phase, self.stage, self.microbatch)
         return self

@@ -156,8 +156,8 @@ class UnitOneFOneB(Policy):
     """1F1B over (P1+P2, P3+P4) units; ``warmup[s]`` forward units before the first
     backward unit on stage s. Only for placements with one stage per rank."""
 
-    def __init__(self, prog: Program, warmup: list[int]):
-        self.prog = prog
+    def __init__(self, prog: Program, warmup: list[int], strict: bool = False):
+        self.prog, self.strict, self.warmup = prog, strict, warmup
         M = prog.num_microbatches
         self.seq: dict[int, list[tuple[str, int]]] = {}
         for s in range(prog.num_stages):
@@ -189,6 +189,9 @@ class UnitOneFOneB(Policy):
         unit = self._unit_start(a)
         if unit is None:
             return True
+        if self.strict and unit == "F" and \
+                st.live_stage.get(("A", a.stage), 0) >= self.warmup[a.stage]:
+            return False
         seq, i = self.seq[a.stage], self.ptr[a.stage]
         return i < len(seq) and seq[i] == (unit, a.microbatch)
 

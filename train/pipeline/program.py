@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .actions import FOUR_PHASES, W_OF, Action, Kind, ScheduleError
+from .actions import FOUR_PHASES, TWO_PHASES, W_OF, Action, Kind, ScheduleError
 
 
 def linear_placement(num_devices: int) -> tuple[int, ...]:
@@ -72,11 +72,11 @@ class Program:
         if any(not 0 <= d < self.num_devices for d in self.placement):
             raise ScheduleError(f"placement {self.placement} names a rank outside "
                                 f"0..{self.num_devices - 1}")
-        if self.phases not in (FOUR_PHASES, (Kind.P1, Kind.P4)):
+        if self.phases not in (FOUR_PHASES, TWO_PHASES):
             raise ScheduleError(f"unsupported phase list {self.phases}")
         if not self.split_w <= {Kind.P3, Kind.P4}:
             raise ScheduleError(f"split_w must be a subset of {{P3, P4}}, got {self.split_w}")
-        if self.four_phase is False and (self.lazy_p3 or self.fused_turn or
+        if not self.four_phase and (self.lazy_p3 or self.fused_turn or
                                          Kind.P3 in self.split_w):
             raise ScheduleError("lazy_p3 / fused_turn / W3 need the four-phase chain")
 

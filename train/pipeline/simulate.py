@@ -21,6 +21,7 @@ from .actions import Action, Kind, ScheduleError
 from .costs import CostModel
 from .deps import creates, freeing_actions, predecessors
 from .grid import format_grid
+from .lower import matching_send_key
 from .program import Program
 
 
@@ -120,9 +121,9 @@ def _edges(prog: Program, costs: CostModel, node_dev: dict[Action, int], lowered
             plist = [] if prev is None else [(prev, 0.0)]
             prev = a
             if a.kind is Kind.SEND:
-                plist.append((_need(a.compute_key, node_dev, a, prog), 0.0))
+                producer = prog.resolve(a.phase, a.stage, a.microbatch)
+                plist.append((_need(producer, node_dev, a, prog), 0.0))
             elif a.kind is Kind.RECV:
-                from .lower import matching_send_key
                 key = matching_send_key(prog, a)
                 if key not in send_of:
                     raise ScheduleError(f"{a} has no matching SEND\n" + format_grid(prog))

@@ -72,7 +72,7 @@ def validate(prog: Program) -> Program:
         mark = {}
         for p in probs:
             if p.step >= 0:
-                mark.setdefault((p.device, p.step), f"[{p.rule}] {p.message}")
+                mark.setdefault((p.device, p.step), p.rule)
         text = "\n".join(f"- [{p.rule}] {p.message}" for p in probs[:20])
         more = f"\n  ... and {len(probs) - 20} more" if len(probs) > 20 else ""
         steps = max([i for _, i in mark] + [0]) + 3
@@ -184,7 +184,7 @@ def _deadlock(prog: Program) -> list[Problem]:
     waits: dict[Action, list[tuple[Action, str]]] = {}
     for a in where:
         if a.kind is Kind.SEND:
-            waits[a] = [(a.compute_key, "SEND after its producer")]
+            waits[a] = [(prog.resolve(a.phase, a.stage, a.microbatch), "SEND after its producer")]
         elif a.kind is Kind.RECV:
             src = a.stage - DIRECTION[a.phase]
             waits[a] = [(Action(Kind.SEND, src, a.microbatch, a.phase,

@@ -83,6 +83,22 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
         mem_cap = default_mem_cap(P, M, costs, K, **options)
     caps = [mem_cap] * P if isinstance(mem_cap, (int, float)) else list(mem_cap)
     table, best = [], None
+    for split in ([False, True] if split_w is None else [split_w]):
+        if waves not in (None, 0):
+            break
+        # The cost-oblivious cyclic orders (symfold / ZBV-4) compete too, so wavek is
+        # never slower than symfold at the same memory.
+        from .schedules import symfold
+
+        prog = symfold(P, M, costs, split_w=split, **options)
+        prog = prog.with_orders(prog.orders, name="wavek")
+        sim = simulate(prog, costs)
+        fits = all(p <= c + 1e-9 for p, c in zip(sim.peak_mem, caps))
+        cfg = {"waves": 0, "split_w": split, "order": "symfold-cyclic"}
+        table.append({**cfg, "makespan": sim.makespan, "bubble": sim.bubble,
+                      "peak_mem": max(sim.peak_mem), "fits": fits})
+        if fits and (best is None or sim.makespan < best[0] * (1 - 1e-9)):
+            best = (sim.makespan, prog, cfg)
     for cfg in candidates(waves, split_w, orders, slacks):
         for reserve in (False, True):  # reservation only if the plain rule stalls
             prog = _try(P, M, costs, cfg, K, caps, reserve, options)

@@ -1,0 +1,52 @@
+"""The simulator against closed forms (research note sections 3 and 4)."""
+
+from __future__ import annotations
+
+import pytest
+
+from matris.train.pipeline.costs import toy_profile, uniform
+from matris.train.pipeline.schedules import make_schedule
+from matris.train.pipeline.simulate import simulate
+
+GRID = [(P, M) for P in (1, 2, 3, 5) for M in (1, 2, 4, 7, 10)]
+
+
+@pytest.mark.parametrize("P, M", GRID)
+@pytest.mark.parametrize("f, b", [(1, 1), (1, 2), (3, 1)])
+def test_two_phase_1f1b_bubble(P, M, f, b):
+    """Energy-only training: classic 1F1B has bubble (P−1)/(M+P−1) for any f, b."""
+    cm = uniform(P, (f, 0, 0, b))
+    for prog in (make_schedule("1f1b4", P, M, phases=2, warmup="classic"),
+                 make_schedule("symfold", P, M, phases=2)):
+        r = simulate(prog, cm)
+        assert r.bubble == pytest.approx((P - 1) / (M + P - 1)), prog.name
+        assert r.peak_a == [min(M, P - s) for s in range(P)]  # 1F1B memory
+
+
+@pytest.mark.parametrize("P, M", GRID)
+@pytest.mark.parametrize("ratios", [(1, 1, 1, 1), (1, 1, 7, 3), (1, 1.2, 1.4, 7), (3, 1, 2, 5)])
+def test_gpipe4_bubble_any_costs(P, M, ratios):
+    r = simulate(make_schedule("gpipe4", P, M), uniform(P, ratios))
+    assert r.bubble == pytest.approx((P - 1) / (M + P - 1))
+
+
+@pytest.mark.parametrize("P, M", [(P, M) for P in (1, 2, 3, 4, 6) for M in range(P, 3 * P + 1)])
+def test_symfold_equal_costs_halves_the_bubble(P, M):
+    """Equal costs, M ≥ P: (P−1)/(2M+P−1); with M ≥ 2P rank i holds 2P−i P1 graphs and
+    i+1 P2 graphs (research note section 4)."""
+    r = simulate(make_schedule("symfold", P, M), uniform(P))
+    assert r.bubble == pytest.approx((P - 1) / (2 * M + P - 1))
+    assert r.peak_ap == [min(M, i + 1) for i in range(P)]
+    if M >= 2 * P:
+        assert r.peak_a == [2 * P - i for i in range(P)]
+
+
+@pytest.mark.parametrize("variant", ["eager", "lazy"])
+@pytest.mark.parametrize("P, M", [(2, 4), (4, 4), (4, 9), (6, 12)])
+def test_symfold_measured_profiles(variant, P, M):
+    """The note's SymFold-1F1B formula (P−1)(t3+t4) / (M·T + (P−1)(t3+t4))."""
+    cm = toy_profile(variant, P)
+    t1, t2, t3, t4 = cm.stage_times[0]
+    tail = (P - 1) * (t3 + t4)
+    r = simulate(make_schedule("symfold", P, M, cm), cm)
+    assert r.bubble == pytest.approx(tail / (M * (t1 + t2 + t3 + t4) + tail))
