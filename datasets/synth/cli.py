@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -47,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="checkpoint directory (default: a per-output folder in $TMPDIR)")
     p.add_argument("--no-resume", action="store_true",
                    help="ignore an existing checkpoint and start over")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (elements, frames per kind, natoms of the static "
+                        "candidates) as JSON without the teacher, and exit")
     p.set_defaults(func=handler)
     return p
 
@@ -61,6 +65,11 @@ def handler(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"matris-data synth: {exc}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        from .preview import plan_summary
+
+        print(json.dumps(plan_summary(cfg), indent=1))
+        return 0
     try:
         teacher = load_teacher(cfg.teacher, cfg.teacher_model, threads=args.threads)
     except TeacherUnavailable as exc:

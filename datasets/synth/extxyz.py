@@ -43,11 +43,20 @@ _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED = {"Lattice", "Properties", "energy", "stress", "pbc"}
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_info(info: dict[str, str | float]) -> None:
     for key, value in info.items():
         if not _KEY.match(key) or key in _RESERVED:
             raise ValueError(f"bad extxyz info key {key!r}")
-        if isinstance(value, str) and (not _SAFE_VALUE.match(value) or value in _BOOLEAN_WORDS):
+        if isinstance(value, str) and (not _SAFE_VALUE.match(value) or value in _BOOLEAN_WORDS
+                                       or _is_number(value)):
             raise ValueError(f"info value {key}={value!r} would not read back as a string")
 
 
@@ -58,8 +67,8 @@ def _info_value(value: str | float) -> str:
 
 
 def _clean(x: np.ndarray) -> np.ndarray:
-    """Float64 copy with -0.0 turned into 0.0 (so the text never shows '-0.000000' noise
-    from values that round to zero differently on the two sides of zero)."""
+    """Float64 copy with exact -0.0 turned into 0.0 (a signed zero carries no information;
+    writing it as '-0.000000' would make equal arrays differ in text)."""
     out = np.asarray(x, dtype=np.float64).copy()
     out[out == 0.0] = 0.0
     return out
