@@ -112,10 +112,10 @@ class TorchTransport:
         return [None if q == self.rank else parts[q] for q in range(self.size)]
 
     def all_gather(self, x: Tensor) -> list[Tensor]:
-        x = x.contiguous()
-        out = torch.empty((self.size, *x.shape), dtype=x.dtype, device=x.device)
-        dist.all_gather_into_tensor(out, x, group=self.group.handle)
-        return list(out.unbind(0))
+        flat = x.contiguous().reshape(-1)  # gloo wants 1-D concatenation along dim 0
+        out = torch.empty(self.size * flat.numel(), dtype=x.dtype, device=x.device)
+        dist.all_gather_into_tensor(out, flat, group=self.group.handle)
+        return [c.view(x.shape) for c in out.split(flat.numel())]
 
 
 # --------------------------------------------------------------------------- kernels
