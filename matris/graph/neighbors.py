@@ -116,12 +116,15 @@ def neighbor_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cut
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     qbins = np.floor((query - origin) / cutoff).astype(np.int64)
+    # Visit query atoms in bin order: consecutive queries read the same points (cache).
+    qkeys = (qbins[:, 0] * dims[1] + qbins[:, 1]) * dims[2] + qbins[:, 2]
+    qorder = np.argsort(qkeys, kind="stable")
 
     offsets = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.int64)
     out_i, out_j, out_s, out_d = [], [], [], []
     cut2 = cutoff * cutoff
     for q0 in range(0, n_atoms, _CHUNK):
-        qidx = np.arange(q0, min(q0 + _CHUNK, n_atoms))
+        qidx = qorder[q0:q0 + _CHUNK]
         nb = qbins[qidx][:, None, :] + offsets[None, :, :]  # (q, 27, 3)
         valid = np.all((nb >= 0) & (nb < dims), axis=-1)
         nkeys = (nb[..., 0] * dims[1] + nb[..., 1]) * dims[2] + nb[..., 2]
