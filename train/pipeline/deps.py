@@ -78,16 +78,6 @@ def successors_map(prog: Program) -> dict[Action, list[tuple[Action, Dep]]]:
     return out
 
 
-def frees(prog: Program, action: Action) -> tuple[str, ...]:
-    """Activation sets ('A', "A'") whose lifetime may end with ``action`` (the set is freed
-    when *all* of its freeing actions have finished; see :func:`freeing_actions`)."""
-    out = []
-    for name in ("A", "A'"):
-        if action in freeing_actions(prog, name, action.stage, action.microbatch):
-            out.append(name)
-    return tuple(out)
-
-
 def freeing_actions(prog: Program, name: str, stage: int, mb: int) -> tuple[Action, ...]:
     """Actions after all of which set ``name`` of (stage, mb) is dead."""
     kinds = prog.stage_kinds(stage)

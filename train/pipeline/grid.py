@@ -6,7 +6,6 @@ the timeline view, built from a simulation, is what docs/schedules.md prints.
 
 from __future__ import annotations
 
-from .actions import Action
 from .program import Program
 
 
@@ -66,8 +65,3 @@ def format_timeline(result, slot: float | None = None, label=None) -> str:
         out.append(f"d{d:<2d}| " + " ".join(c.ljust(width) for c in row).rstrip())
     return "\n".join(out)
 
-
-def short_label(a: Action) -> str:
-    """Compact timeline label: phase token and micro-batch, e.g. ``F1.0`` → ``1:0``."""
-    token = a.kind.value
-    return f"{token[1:] if token.startswith('F') else token}:{a.microbatch}"

@@ -135,6 +135,8 @@ def list_schedule(skel: Program, costs: CostModel, policy: Policy) -> Program:
             st.live[name] += 1
             st.live_stage[(name, stage)] = st.live_stage.get((name, stage), 0) + 1
             st.mem += mem_of[name][stage]
+            if st.mem > st.extra.get("peak_mem", 0.0):
+                st.extra["peak_mem"] = st.mem
         for tag in frees_of[best]:
             pending_free[tag] -= 1
             if pending_free[tag] == 0:  # freed at `end`; only this rank's later choices see it
@@ -159,4 +161,7 @@ def list_schedule(skel: Program, costs: CostModel, policy: Policy) -> Program:
         raise ScheduleError(f"list scheduling of {skel.describe()} stalled after {done} of "
                             f"{n} actions (caps too tight?); waiting: {stuck}\n"
                             + format_grid(partial, max_steps=8))
-    return skel.with_orders(orders)
+    out = skel.with_orders(orders)
+    out.meta["list_schedule"] = {"makespan": max(free_at),
+                                 "peak_mem": [st.extra.get("peak_mem", 0.0) for st in state]}
+    return out

@@ -92,11 +92,11 @@ class CappedDepthFirst(Policy):
         self.mem_cap, self.mem_of = mem_cap, mem_of
         self.order, self.w_mode, self.reserve = order, w_mode, reserve
         self.dynamic = w_mode == "pressure" and mem_cap is not None
-        if self.dynamic:
-            stages = range(prog.num_stages)
-            self._one_more = [min((mem_of[0][s] + self._ap_size(s) for s in stages
-                                   if prog.device_of(s) == d), default=0.0)
-                              for d in range(prog.num_devices)]
+        if mem_cap is not None:
+            # One micro-batch's sets on each rank (all the stages it hosts).
+            self._mb_need = [sum(mem_of[0][s] + self._ap_size(s) for s in prog.stages_of(d))
+                             for d in range(prog.num_devices)]
+            self._admitted: set[tuple[int, int]] = set()
 
     def key(self, a: Action) -> tuple:
         pos = chain_position(self.prog, a.kind, a.stage)
@@ -106,7 +106,7 @@ class CappedDepthFirst(Policy):
         return (w_rank, -pos, a.microbatch)
 
     def dynamic_key(self, a: Action, st: DeviceState, static: tuple) -> tuple:
-        if self._reserved(st) + self._one_more[st.device] <= self.mem_cap[st.device] + 1e-9:
+        if self._reserved(st) + self._mb_need[st.device] <= self.mem_cap[st.device] + 1e-9:
             return static
         # Under memory pressure: critical backward work, then W parts (they free
         # memory), then forward work.
@@ -117,39 +117,50 @@ class CappedDepthFirst(Policy):
         return static
 
     def allowed(self, a: Action, st: DeviceState) -> bool:
+        """In-flight caps per stage; memory cap per rank.
+
+        With ``reserve``, a micro-batch's first P1 on a rank books all the sets it will
+        create there (P1 and P2 graphs of every hosted stage), so its later P1/P2 never
+        wait for memory: a rank full of half-finished micro-batches cannot deadlock.
+        Without it, a P1 needs room for its P1 and P2 graphs now and a P2 for its own.
+        """
+        limit = None if self.mem_cap is None else self.mem_cap[st.device] + 1e-9
         if a.kind is Kind.P1:
             if self.cap_a is not None and \
                     st.live_stage.get(("A", a.stage), 0) >= self.cap_a[a.stage]:
                 return False
-            if self.mem_cap is not None:
-                # With ``reserve``, admission also books the micro-batch's P2 graph, so a
-                # P2 never waits for memory (ranks full of P1 graphs cannot deadlock).
-                # Without it, room for that P2 graph must exist now, and P2 is checked.
-                need = self.mem_of[0][a.stage] + self._ap_size(a.stage)
-                if self._reserved(st) + need > self.mem_cap[st.device] + 1e-9:
-                    return False
-            return True
+            if limit is None:
+                return True
+            if self.reserve:
+                if (st.device, a.microbatch) in self._admitted:
+                    return True
+                return self._reserved(st) + self._mb_need[st.device] <= limit
+            return st.mem + self.mem_of[0][a.stage] + self._ap_size(a.stage) <= limit
         if a.kind is Kind.P2 and self.prog.four_phase:
             if self.cap_ap is not None and \
                     st.live_stage.get(("A'", a.stage), 0) >= self.cap_ap[a.stage]:
                 return False
-            if self.mem_cap is not None and not self.reserve:
-                return st.mem + self._ap_size(a.stage) <= self.mem_cap[st.device] + 1e-9
+            if limit is not None and not self.reserve:
+                return st.mem + self._ap_size(a.stage) <= limit
         return True
 
     def _ap_size(self, stage: int) -> float:
         return self.mem_of[1][stage] if self.prog.four_phase else 0.0
 
     def _reserved(self, st: DeviceState) -> float:
-        return st.mem + st.extra.get("ap_reserved", 0.0)
+        """Live sets plus sets booked by admitted micro-batches but not yet created."""
+        return st.mem + st.extra.get("booked", 0.0)
 
     def on_start(self, a: Action, st: DeviceState) -> None:
-        if self.mem_cap is None or not self.prog.four_phase or not self.reserve:
+        if self.mem_cap is None or not self.reserve:
             return
-        if a.kind is Kind.P1:
-            st.extra["ap_reserved"] = st.extra.get("ap_reserved", 0.0) + self._ap_size(a.stage)
-        elif a.kind is Kind.P2:
-            st.extra["ap_reserved"] -= self._ap_size(a.stage)
+        if a.kind is Kind.P1 and (st.device, a.microbatch) not in self._admitted:
+            self._admitted.add((st.device, a.microbatch))
+            st.extra["booked"] = st.extra.get("booked", 0.0) + self._mb_need[st.device]
+        if a.kind is Kind.P1:  # the engine has already added the new set to st.mem
+            st.extra["booked"] -= self.mem_of[0][a.stage]
+        elif a.kind is Kind.P2 and self.prog.four_phase:
+            st.extra["booked"] -= self._ap_size(a.stage)
 
 
 class UnitOneFOneB(Policy):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .actions import FOUR_PHASES, TWO_PHASES, W_OF, Action, Kind, ScheduleError
+from .actions import FOUR_PHASES, TWO_PHASES, Action, Kind, ScheduleError
 
 
 def linear_placement(num_devices: int) -> tuple[int, ...]:
@@ -181,7 +181,3 @@ def from_text(text: str, **program_fields) -> Program:
     program_fields.setdefault("num_devices", len(orders))
     return Program(orders=tuple(orders), **program_fields)
 
-
-def w_parent(kind: Kind) -> Kind:
-    """P3 for W3, P4 for W4."""
-    return W_OF[kind]

@@ -82,42 +82,59 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
     if mem_cap is None:
         mem_cap = default_mem_cap(P, M, costs, K, **options)
     caps = [mem_cap] * P if isinstance(mem_cap, (int, float)) else list(mem_cap)
-    table, best = [], None
-    for split in ([False, True] if split_w is None else [split_w]):
-        if waves not in (None, 0):
-            break
-        # The cost-oblivious cyclic orders (symfold / ZBV-4) compete too, so wavek is
-        # never slower than symfold at the same memory.
-        from .schedules import symfold
+    table: list[dict] = []
+    best: list = [None]
 
-        prog = symfold(P, M, costs, split_w=split, **options)
-        prog = prog.with_orders(prog.orders, name="wavek")
-        sim = simulate(prog, costs)
-        fits = all(p <= c + 1e-9 for p, c in zip(sim.peak_mem, caps))
-        cfg = {"waves": 0, "split_w": split, "order": "symfold-cyclic"}
-        table.append({**cfg, "makespan": sim.makespan, "bubble": sim.bubble,
-                      "peak_mem": max(sim.peak_mem), "fits": fits})
-        if fits and (best is None or sim.makespan < best[0] * (1 - 1e-9)):
-            best = (sim.makespan, prog, cfg)
+    def consider(cfg: dict, prog: Program | None, span=None, peak=None) -> None:
+        if prog is None:
+            table.append({**cfg, "makespan": None, "note": "stalled"})
+            return
+        if span is None:
+            sim = simulate(prog, costs)
+            span, peak = sim.makespan, sim.peak_mem
+        fits = all(p <= c + 1e-9 for p, c in zip(peak, caps))
+        table.append({**cfg, "makespan": span, "bubble": None, "peak_mem": max(peak),
+                      "fits": fits})
+        if fits and (best[0] is None or span < best[0][0] * (1 - 1e-9)):
+            best[0] = (span, prog, cfg)
+
+    # Seeds: the fixed patterns compete too, so at equal memory wavek is never slower
+    # than symfold / ZBV-4 or than Hanayo's rule under the same cap.
+    for cfg, prog in _seeds(P, M, costs, caps, waves, split_w, options):
+        consider(cfg, prog)
     for cfg in candidates(waves, split_w, orders, slacks):
         for reserve in (False, True):  # reservation only if the plain rule stalls
             prog = _try(P, M, costs, cfg, K, caps, reserve, options)
             if prog is not None:
                 break
-        if prog is None:
-            table.append({**cfg, "makespan": None, "note": "stalled"})
-            continue
-        sim = simulate(prog, costs)
-        fits = all(p <= c + 1e-9 for p, c in zip(sim.peak_mem, caps))
-        table.append({**cfg, "reserve": reserve, "makespan": sim.makespan,
-                      "bubble": sim.bubble, "peak_mem": max(sim.peak_mem), "fits": fits})
-        if fits and (best is None or sim.makespan < best[0] * (1 - 1e-9)):
-            best = (sim.makespan, prog, {**cfg, "reserve": reserve})
+        ls = prog.meta["list_schedule"] if prog is not None else {}
+        consider({**cfg, "reserve": reserve}, prog, ls.get("makespan"), ls.get("peak_mem"))
+    best = best[0]
     if best is None:
         raise ScheduleError(f"wavek: no candidate fits mem_cap={mem_cap} at P={P}, M={M}")
-    prog = best[1]
-    prog.meta.update({"chosen": best[2], "mem_cap": caps, "candidates": table})
+    prog = best[1].with_orders(best[1].orders, name="wavek")
+    sim = simulate(prog, costs)  # the list schedule replays exactly; check it
+    if abs(sim.makespan - best[0]) > 1e-6 * max(1.0, best[0]):
+        raise ScheduleError(f"wavek: replay {sim.makespan} != list schedule {best[0]}")
+    prog.meta.update({"chosen": best[2], "mem_cap": caps, "candidates": table,
+                      "K": K})
     return validate(prog)
+
+
+def _seeds(P, M, costs, caps, waves, split_w, options):
+    """(config, program) of the fixed patterns: symfold (linear) and Hanayo (wave)."""
+    from .schedules import hanayo4, symfold
+
+    for split in ([False, True] if split_w is None else [split_w]):
+        if waves in (None, 0):
+            yield ({"waves": 0, "split_w": split, "order": "symfold-cyclic"},
+                   symfold(P, M, costs, split_w=split, **options))
+        if waves in (None, 1):
+            try:
+                prog = hanayo4(P, M, costs, split_w=split, mem_cap=caps, **options)
+            except ScheduleError:
+                prog = None
+            yield ({"waves": 1, "split_w": split, "order": "hanayo-rule"}, prog)
 
 
 def _try(P, M, costs, cfg, K, caps, reserve, options) -> Program | None:
