@@ -78,6 +78,21 @@ def _check(argv: list[str]) -> int:
     return 0
 
 
+def _preflight_data(cfg) -> str | None:
+    """Open the configured splits; a message naming the key if one cannot be opened."""
+    from .trainer import open_dataset
+
+    for key in ("train_split", "val_split"):
+        split = getattr(cfg.data, key)
+        if split is None:
+            continue
+        try:
+            open_dataset(cfg.data.root, split)
+        except (OSError, KeyError, ValueError) as err:
+            return f"data.{key}={split!r} of data.root={cfg.data.root!r}: {err}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "export":
@@ -102,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.train.dtype == "bf16" and env.device.type != "cuda":
         return _fail("train.dtype: bf16 autocast needs a CUDA device; this rank has "
                      f"{env.device} (use float32 or float64 on CPU)")
+    problem = _preflight_data(cfg)
+    problems = [p for p in mdist.allgather_object(problem) if p]  # every rank agrees
+    if problems:
+        return _fail(problems[0])
     from .trainer import Trainer
 
     Trainer(cfg, env).fit(resume=args.resume)

@@ -119,6 +119,7 @@ class LogConfig:
     out: str = "runs/default"                # run directory: metrics, plots, checkpoints
     every: int = 10                          # steps between metric lines
     val_every: int = 100                     # steps between validations; 0: only at the end
+    val_at_start: bool = False               # also validate before the first step (baseline)
     tensorboard: bool = True                 # when the tensorboard package is importable
     progress: bool = True                    # tqdm bar on rank 0
     plots: bool = True                       # parity plots + learning curve at the end

@@ -59,6 +59,8 @@ def run_loop(tr: Trainer, resume: bool) -> dict:
                         **tr._loader_kwargs())
     bar = tqdm(total=stop, initial=tr.step, disable=not (tr.env.is_main and cfg.log.progress),
                file=sys.stderr, dynamic_ncols=True, desc="train")
+    if tr.val_ds is not None and cfg.log.val_at_start and tr.step == 0:
+        _validate(tr, log, final=False)
     throughput, t0, last = Throughput(), time.perf_counter(), {}
     for plan, batches in loader if tr.step < stop else ():
         metrics = tr.train_step(batches)

@@ -54,6 +54,9 @@ def build_runner(cfg: TrainConfig, model, groups: mdist.ProcessGroups, device):
     if p.pp == 1 and p.gp == 1:
         return LocalRunner(model, cfg.loss, device, cfg.train.dtype)
     if p.pp > 1:
+        if p.gp > 1:
+            raise NotImplementedError("parallel.pp > 1 together with parallel.gp > 1 is not "
+                                      "supported yet; use one of them")
         try:
             from .pipeline.executor import PipelineRunner
         except ImportError as err:
@@ -62,8 +65,11 @@ def build_runner(cfg: TrainConfig, model, groups: mdist.ProcessGroups, device):
                 "(matris.train.pipeline.executor.PipelineRunner), which is not available: "
                 f"{err}") from err
         return PipelineRunner(cfg, model, groups, device)
-    raise NotImplementedError(f"parallel.gp={p.gp} needs the graph-parallel runner, which is "
-                              "not part of this trainer yet; use parallel.gp=1")
+    if p.gp > 1:
+        from .graph_parallel.runner import GraphParallelRunner
+
+        return GraphParallelRunner.from_groups(cfg, model, groups, device)
+    raise AssertionError("unreachable")
 
 
 class Trainer:
