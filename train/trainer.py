@@ -7,6 +7,7 @@ Only :mod:`matris.train.dist` communicates; this module calls its wrappers.
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,11 @@ class Trainer:
         result, counts = self.compute_gradients(batches)
         norm = clip_gradients(self.params, self.cfg.optim.clip_grad_norm,
                               lambda sq: mdist.all_reduce_(sq, self.groups.pp))
+        if not math.isfinite(norm):  # never let one bad batch overwrite every weight
+            frames = [list(b.frames) for b in batches]
+            raise FloatingPointError(
+                f"non-finite gradient norm at step {self.step} (this rank's frames {frames} "
+                f"of split {self.cfg.data.train_split!r}); the weights were not updated")
         lr = lr_at(self.step, self.cfg.optim, self.total_steps)
         set_lr(self.optimizer, lr)
         self.optimizer.step()
