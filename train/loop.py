@@ -26,10 +26,10 @@ def _say(trainer: Trainer, text: str) -> None:
 
 def _banner(tr: Trainer) -> str:
     e, p = tr.env, tr.cfg.parallel
-    n_params = sum(p_.numel() for p_ in tr.runner.module.parameters())
+    n_params = sum(p_.numel() for p_ in tr.params)
     return (f"matris-train: {e.world_size} rank(s) = pp {p.pp} × dp {p.dp} × gp {p.gp}; "
             f"{e.threads} thread(s)/rank; device {e.device}; dtype {tr.cfg.train.dtype}; "
-            f"{len(tr.train_ds)} training frames; {n_params} parameters on rank 0; "
+            f"{len(tr.train_ds)} training frames; {n_params} trained parameters on rank 0; "
             f"{tr.total_steps} steps")
 
 

@@ -12,10 +12,11 @@ identically for every runner:
 
 Runner protocol (duck-typed):
 
-- ``module``: the ``nn.Module`` whose ``named_parameters()`` are trained on this rank,
-  named as in the full ``MatRIS`` (so checkpoints and the export can merge stages);
-- ``parameters() -> list[Parameter]``: the trainable parameters, in a fixed order that is
-  the same on every rank of a stage-replica group (the gradient buckets depend on it);
+- ``named_parameters() -> list[(name, Parameter)]``: the parameters trained on this rank,
+  named as in the full ``MatRIS`` (checkpoints and the export merge stages by name), in an
+  order that is the same on every rank of a stage-replica group (the gradient buckets
+  depend on it). Optimizer, EMA and checkpoints cover exactly these;
+- ``parameters() -> list[Parameter]``: the same parameters without names;
 - ``run(microbatches, counts) -> StepResult``: forward, loss, backward for this rank's
   micro-batches; ``counts`` are the global (DP-summed) label counts of the step. The loss of
   term t is normalised as ``Σ ℓ / counts[t]`` (``matris.train.loss.weighted_loss``), so that
@@ -84,8 +85,11 @@ class LocalRunner:
                                                                "magmoms")}
         self.dtype = param_dtype(dtype_mode)
 
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
+
     def parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.module.parameters() if p.requires_grad]
+        return [p for _, p in self.named_parameters()]
 
     def _outputs(self, batch: Batch, create_graph: bool) -> dict[str, torch.Tensor]:
         from matris.outputs import compute_outputs

@@ -73,6 +73,14 @@ def build_runner(cfg: TrainConfig, model, groups: mdist.ProcessGroups, device):
     raise AssertionError("unreachable")
 
 
+def _named_parameters(runner) -> list[tuple[str, torch.nn.Parameter]]:
+    """The runner's trained parameters by full-model name (``named_parameters()``, or its
+    ``module``'s trainable parameters for runners that hold the whole model)."""
+    if hasattr(runner, "named_parameters"):
+        return list(runner.named_parameters())
+    return [(n, p) for n, p in runner.module.named_parameters() if p.requires_grad]
+
+
 class Trainer:
     """One rank's trainer. Construct on every rank after :func:`mdist.init_distributed`."""
 
@@ -88,9 +96,10 @@ class Trainer:
                        if cfg.data.val_split else None)
         self.model = build_model(cfg, self.train_ds.reference_energies, self.device, self.dtype)
         self.runner = build_runner(cfg, self.model, self.groups, self.device)
-        self.params = self.runner.parameters()
-        self.optimizer = build_optimizer(self.runner.module.named_parameters(), cfg.optim)
-        self.ema = (EMA(self.runner.module, cfg.ema.decay, cfg.ema.warmup)
+        self.named_params = _named_parameters(self.runner)
+        self.params = [p for _, p in self.named_params]
+        self.optimizer = build_optimizer(self.named_params, cfg.optim)
+        self.ema = (EMA(self.named_params, cfg.ema.decay, cfg.ema.warmup)
                     if cfg.ema.enabled else None)
         t = cfg.train
         self.sampler = StepSampler(self.train_ds.natoms, max_atoms=t.max_atoms, dp_size=p.dp,
@@ -104,7 +113,7 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def state(self) -> dict:
         """This rank's checkpoint part (tensors and plain containers only)."""
-        named = dict(self.runner.module.named_parameters())
+        named = dict(self.named_params)
         return {"step": self.step, "model": {k: v.detach().cpu() for k, v in named.items()},
                 "buffers": {k: v.detach().cpu() for k, v in self.model.state_dict().items()
                             if k not in named},  # persistent buffers, e.g. references
@@ -115,7 +124,7 @@ class Trainer:
 
     def load_state(self, state: dict) -> None:
         with torch.no_grad():
-            for name, p in self.runner.module.named_parameters():
+            for name, p in self.named_params:
                 p.copy_(state["model"][name])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
@@ -176,7 +185,7 @@ class Trainer:
         set_lr(self.optimizer, lr)
         self.optimizer.step()
         if self.ema is not None:
-            self.ema.update(self.runner.module)
+            self.ema.update()
         self.step += 1
         sums = mdist.all_reduce_dict({t: result.sums.get(t, 0.0) for t in TERMS},
                                      self.groups.world)
@@ -208,7 +217,7 @@ class Trainer:
                               shuffle=False)
         loader = StepLoader(self._graphs(self.val_ds, indices), sampler,
                             max_steps=sampler.steps_in_epoch(0), **self._loader_kwargs())
-        swap = self.ema.swapped(self.runner.module) if self.ema else contextlib.nullcontext()
+        swap = self.ema.swapped() if self.ema else contextlib.nullcontext()
         with swap:
             for _, batches in loader:
                 for b in batches:

@@ -47,17 +47,17 @@ def test_ema_average_warmup_and_swap():
     model = torch.nn.Linear(2, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(0.0)
-    ema = EMA(model, decay=0.5, warmup=False)
+    ema = EMA(model.named_parameters(), decay=0.5, warmup=False)
     with torch.no_grad():
         model.weight.fill_(1.0)
-    ema.update(model)
+    ema.update()
     assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), 0.5))
-    with ema.swapped(model):
+    with ema.swapped():
         assert torch.allclose(model.weight, torch.full((1, 2), 0.5))
     assert torch.allclose(model.weight, torch.ones(1, 2))
-    warm = EMA(model, decay=0.999)
+    warm = EMA(model.named_parameters(), decay=0.999)
     assert warm.current_decay() == pytest.approx(0.1)
     state = ema.state_dict()
-    other = EMA(model, decay=0.5, warmup=False)
+    other = EMA(model.named_parameters(), decay=0.5, warmup=False)
     other.load_state_dict(state)
     assert torch.equal(other.shadow["weight"], ema.shadow["weight"]) and other.updates == 1
