@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    root: str = "datasets/embedded"          # ShardedDataset root (manifest.yaml inside)
+    root: str = "runs/data/embedded"         # ShardedDataset root (manifest.yaml inside)
     train_split: str = "train"
     val_split: str | None = "val"            # null: no validation
     val_max_frames: int | None = None        # validate on the first N frames of the split

@@ -34,8 +34,10 @@ def open_dataset(root: str, split: str):
     from matris.datasets import ShardedDataset
 
     if not (Path(root) / "manifest.yaml").is_file():
-        raise FileNotFoundError(f"data.root={root!r} is not a built dataset (no manifest.yaml); "
-                                "build one with `matris-data build` or fix data.root")
+        raise FileNotFoundError(
+            f"data.root={root!r} is not a built dataset (no manifest.yaml); build one, e.g. "
+            "`matris-data build --source extxyz datasets/embedded/ptable_chgnet.extxyz.gz "
+            f"--out {root}`, or point data.root at one")
     return ShardedDataset(root, split)
 
 
