@@ -17,7 +17,6 @@ import copy
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .batch import LABELS, Batch, collate_labels
@@ -115,13 +114,3 @@ class StepLoader:
                     raise RuntimeError(f"loader out of step with the sampler at epoch "
                                        f"{plan.epoch} step {plan.step}")
             yield plan, mbs
-
-
-def split_natoms(ds, indices: Sequence[int] | None = None) -> np.ndarray:
-    """Atoms per frame of ``ds`` (``ds.natoms``), restricted to ``indices``."""
-    natoms = np.asarray(ds.natoms, dtype=np.int64)
-    return natoms if indices is None else natoms[np.asarray(indices, dtype=np.int64)]
-
-
-def to_device(batches: list[Batch], device: torch.device, dtype: torch.dtype) -> list[Batch]:
-    return [b.to(device, dtype) for b in batches]

@@ -55,8 +55,8 @@ def run_loop(tr: Trainer, resume: bool) -> dict:
     _say(tr, "resolved config:\n" + to_yaml(cfg))
     _say(tr, _banner(tr))
     stop = min(tr.total_steps, cfg.train.stop_at or tr.total_steps)
-    loader = StepLoader(tr._graphs(tr.train_ds), tr.sampler, max_steps=max(0, stop - tr.step),
-                        **tr._loader_kwargs())
+    loader = StepLoader(tr.graphs_of(tr.train_ds), tr.sampler, max_steps=max(0, stop - tr.step),
+                        **tr.loader_kwargs())
     bar = tqdm(total=stop, initial=tr.step, disable=not (tr.env.is_main and cfg.log.progress),
                file=sys.stderr, dynamic_ncols=True, desc="train")
     if tr.val_ds is not None and cfg.log.val_at_start and tr.step == 0:

@@ -95,8 +95,3 @@ def weighted_loss(sums: Mapping[str, torch.Tensor], weights: Mapping[str, float]
         ref = next(iter(sums.values()), None)
         return torch.zeros((), dtype=ref.dtype if ref is not None else torch.float64)
     return total
-
-
-def needs_forces(weights: Mapping[str, float]) -> bool:
-    """Whether any derivative term is weighted (else the step can skip double backward)."""
-    return weights.get("forces", 0) > 0 or weights.get("stress", 0) > 0

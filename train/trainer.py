@@ -217,8 +217,8 @@ class Trainer:
         sampler = StepSampler(self.val_ds.natoms[indices], max_atoms=self.cfg.train.max_atoms,
                               dp_size=self.cfg.parallel.dp, dp_rank=self.groups.coord.dp,
                               shuffle=False)
-        loader = StepLoader(self._graphs(self.val_ds, indices), sampler,
-                            max_steps=sampler.steps_in_epoch(0), **self._loader_kwargs())
+        loader = StepLoader(self.graphs_of(self.val_ds, indices), sampler,
+                            max_steps=sampler.steps_in_epoch(0), **self.loader_kwargs())
         swap = self.ema.swapped() if self.ema else contextlib.nullcontext()
         with swap:
             for _, batches in loader:
@@ -238,11 +238,11 @@ class Trainer:
         return ValAccumulator.finalize(totals), pairs
 
     # ------------------------------------------------------------------ helpers
-    def _graphs(self, ds, indices=None) -> GraphDataset:
+    def graphs_of(self, ds, indices=None) -> GraphDataset:
         mc = self.model.config
         return GraphDataset(ds, mc.cutoff, mc.three_body_cutoff, indices)
 
-    def _loader_kwargs(self) -> dict:
+    def loader_kwargs(self) -> dict:
         d = self.cfg.data
         return {"num_workers": d.num_workers, "worker_start": d.worker_start,
                 "prefetch_factor": d.prefetch_factor}
