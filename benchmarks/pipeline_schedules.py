@@ -134,6 +134,8 @@ def cmd_simulate(args) -> int:
                       f"{pt['1f1b4']['makespan'] / wk['makespan']:.2f}", flush=True)
     if args.comm:
         results["comm"] = comm_sensitivity(args)
+    if args.waves2:
+        results["waves2"] = four_chunks(args)
     if args.gantt:
         results["artifacts"] = artifacts(args, date)
     stem = RESULTS / f"pipeline_schedules_{date}{args.tag}"
@@ -160,6 +162,26 @@ def comm_sensitivity(args) -> dict:
                     pt[label] = {"bubble": row["bubble"], "makespan": row["makespan"],
                                  "chosen": row.get("chosen")}
                 out[f"{variant} P={P} M={M} alpha={a}"] = pt
+    return out
+
+
+def four_chunks(args) -> dict:
+    """hanayo4 and wavek with a budget of 4 chunks per rank (waves ≤ 2), smaller grid."""
+    out = {}
+    for P in (p for p in args.P if p <= 16):
+        for M in (m for m in args.M if m <= 32):
+            for variant, cm in profiles(args, P).items():
+                wk = run_one("wavek", P, M, cm, {"K": 0, "max_waves": 2})[0]
+                cap = wk["mem_cap"] * mem_unit(cm, P)
+                pt = {"wavek K=0 (waves<=2)": wk}
+                for label, opts in (("hanayo4 w2", {"waves": 2}),
+                                    ("hanayo4 w2+W", {"waves": 2, "split_w": True}),
+                                    ("hanayo4 w2+W@cap", {"waves": 2, "split_w": True,
+                                                          "mem_cap": cap})):
+                    pt[label] = run_one("hanayo4", P, M, cm, opts)[0]
+                out[f"{variant} P={P} M={M}"] = pt
+                print(f"  4 chunks/rank {variant} P={P} M={M}: wavek {wk['bubble']:.3f} "
+                      f"hanayo4 w2 {pt['hanayo4 w2']['bubble']:.3f}", flush=True)
     return out
 
 
@@ -242,6 +264,8 @@ def write_markdown(results: dict, path: Path, argv: str = "") -> None:
         L += _lazy_both_ways(pts, grid, wk)
     if "comm" in results:
         L += _comm_table(results["comm"])
+    if "waves2" in results:
+        L += _waves2_table(results["waves2"])
     L += ["", "## Rows", ""] + [f"- `{k}`: {v}" for k, v in results["rows"].items()]
     L += ["- `wavek K=k`: list scheduling over the simulator under the per-rank memory cap "
           "(symfold's peak + k micro-batches' sets); chosen configuration in the JSON."]
@@ -318,6 +342,31 @@ def _lazy_both_ways(pts, grid, wk) -> list[str]:
     return L
 
 
+def _waves2_table(w2: dict) -> list[str]:
+    L = ["", "## Four chunks per rank (waves ≤ 2)", "",
+         "The main tables give every schedule at most two model chunks per rank (hanayo4 "
+         "with 1 wave; wavek's wave candidate). With free communication more chunks always "
+         "shrink the bubble, so here hanayo4 uses 2 waves (4 chunks per rank, 4P stages) "
+         "and wavek may choose 0, 1 or 2 waves. Mind the model: 4P chunks need at least "
+         "4P blocks (the 10M preset has 10 interaction blocks plus embedding and readout, "
+         "so even P = 4 with 2 waves is out of reach for it).", "",
+         "| point | wavek bubble / peak | hanayo4 w2 | hanayo4 w2+W | hanayo4 w2+W@cap | "
+         "×hanayo4 w2 (ceiling) | ×hanayo4 w2+W | ×@cap | wavek waves |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for key, pt in w2.items():
+        w = pt["wavek K=0 (waves<=2)"]
+        cells = [f"{w['bubble']:.1%} / {w['peak_mem']:.1f}"]
+        cells += [f"{pt[k]['bubble']:.1%} / {pt[k]['peak_mem']:.1f}" for k in
+                  ("hanayo4 w2", "hanayo4 w2+W", "hanayo4 w2+W@cap")]
+        h = pt["hanayo4 w2"]
+        cells.append(f"{h['makespan'] / w['makespan']:.2f} ({ceiling(h['bubble']):.2f})")
+        cells += [f"{pt[k]['makespan'] / w['makespan']:.2f}" for k in
+                  ("hanayo4 w2+W", "hanayo4 w2+W@cap")]
+        cells.append(str(w["chosen"]["waves"]))
+        L.append(f"| {key} | " + " | ".join(cells) + " |")
+    return L
+
+
 def _comm_table(comm: dict) -> list[str]:
     L = ["", "## Communication sensitivity", "",
          "Each cross-rank hand-off costs α (in units of t1); bubbles. The wave placement "
@@ -376,6 +425,8 @@ def main(argv=None) -> int:
                      help="skip the communication-latency sensitivity table")
     sim.add_argument("--no-gantt", dest="gantt", action="store_false",
                      help="skip Gantt PNGs and traces")
+    sim.add_argument("--no-waves2", dest="waves2", action="store_false",
+                     help="skip the 4-chunks-per-rank table (hanayo4 / wavek with 2 waves)")
     sim.set_defaults(func=cmd_simulate)
     grids = sub.add_parser("grids", help="print the grids of docs/schedules.md")
     grids.set_defaults(func=cmd_grids)

@@ -24,11 +24,18 @@ from .policies import CappedDepthFirst, UnitOneFOneB, chain_position, virtual_ca
 from .program import Program, linear_placement, wave_placement
 from .validate import validate
 
+#: Generator-specific options recorded in ``Program.meta`` (anything else is a typo).
+_META_KEYS = {"warmup", "K"}
+
 
 def skeleton(name: str, P: int, M: int, *, waves: int = 0, phases: int = 4,
              lazy_p3: bool = False, split_w=False, fused_turn: bool = False,
              **meta) -> Program:
     """A Program with placement and flags set and empty orders."""
+    unknown = set(meta) - _META_KEYS
+    if unknown:
+        raise TypeError(f"{name}: unknown option(s) {sorted(unknown)}; common options are "
+                        "lazy_p3, split_w, fused_turn, phases, waves")
     if P < 1 or M < 1:
         raise ValueError(f"need P >= 1 and M >= 1, got P={P}, M={M}")
     if phases not in (2, 4):
@@ -207,9 +214,16 @@ SCHEDULES: dict[str, Callable[..., Program]] = {
 }
 
 
-def make_schedule(name: str, P: int, M: int, costs: CostModel | None = None,
-                  **options) -> Program:
-    """``SCHEDULES[name](...)`` with a helpful error for unknown names."""
+def make_schedule(name: str, P: int, M: int, costs: CostModel | None = None, *,
+                  wavek_k: int | None = None, **options) -> Program:
+    """``SCHEDULES[name](P, M, costs, **options)`` with a helpful error for unknown names.
+
+    Maps the trainer config directly: ``parallel.schedule`` → name,
+    ``parallel.microbatches`` → M, ``parallel.lazy_p3`` → ``lazy_p3=``,
+    ``parallel.wavek_k`` → ``wavek_k=`` (used by wavek only, ignored by the others).
+    """
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+    if name == "wavek" and wavek_k is not None:
+        options["K"] = wavek_k
     return SCHEDULES[name](P, M, costs, **options)

@@ -44,11 +44,11 @@ def default_mem_cap(P: int, M: int, costs: CostModel, K: int, **options) -> floa
 SLACKS = (0, 2, None)
 
 
-def candidates(waves=None, split_w=None, orders=("depth", "mb"), slacks=SLACKS,
+def candidates(waves=(0, 1), split_w=None, orders=("depth", "mb"), slacks=SLACKS,
                w_modes=("last", "pressure")):
     """The configurations wavek tries (W split off only with the plainest rule)."""
     out = []
-    for w in ([0, 1] if waves is None else [waves]):
+    for w in waves:
         for split in ([True, False] if split_w is None else [split_w]):
             for order in orders:
                 for slack in slacks:
@@ -60,15 +60,19 @@ def candidates(waves=None, split_w=None, orders=("depth", "mb"), slacks=SLACKS,
 
 
 def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
-          mem_cap=None, waves=None, split_w=None, orders=("depth", "mb"),
-          slacks=SLACKS, **options) -> Program:
+          mem_cap=None, waves=None, max_waves: int = 1, split_w=None,
+          orders=("depth", "mb"), slacks=SLACKS, **options) -> Program:
     """Best list schedule over the candidate grid (see module docstring).
 
     Args:
-        K: in-flight slack (extra micro-batches per rank beyond symfold's caps).
+        K: in-flight slack: the default memory cap is symfold's peak plus K micro-batches'
+            sets. With K > 0 every candidate is also tried at the K = 0 cap, so a larger
+            K is never slower.
         mem_cap: per-rank cap (number or list) in the cost model's memory units;
             None: :func:`default_mem_cap`; ``math.inf``: unlimited.
-        waves: 0 (linear V) or 1 (two-chunk wave), or None to try both.
+        waves: fix the placement (0: linear V, w: Hanayo zigzag with 2w chunks per rank),
+            or None to try 0..max_waves (the chunk budget; the model must have at least
+            2·max_waves·P blocks).
         split_w: True/False, or None to try both.
         orders, slacks: candidate priority rules and count-cap slacks.
         **options: lazy_p3, fused_turn, phases (as for the other generators).
@@ -79,9 +83,12 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
         raise ValueError(f"K must be >= 0, got {K}")
     costs = costs if costs is not None else uniform(P)
     options = _variant(costs, options)
+    levels = [mem_cap]
     if mem_cap is None:
-        mem_cap = default_mem_cap(P, M, costs, K, **options)
-    caps = [mem_cap] * P if isinstance(mem_cap, (int, float)) else list(mem_cap)
+        levels = [default_mem_cap(P, M, costs, k, **options) for k in sorted({K, 0})]
+    levels = [[c] * P if isinstance(c, (int, float)) else list(c) for c in levels]
+    caps = max(levels, key=sum)
+    wave_list = list(range(max_waves + 1)) if waves is None else [waves]
     table: list[dict] = []
     best: list = [None]
 
@@ -93,22 +100,23 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
             sim = simulate(prog, costs)
             span, peak = sim.makespan, sim.peak_mem
         fits = all(p <= c + 1e-9 for p, c in zip(peak, caps))
-        table.append({**cfg, "makespan": span, "bubble": None, "peak_mem": max(peak),
-                      "fits": fits})
+        table.append({**cfg, "makespan": span, "peak_mem": max(peak), "fits": fits})
         if fits and (best[0] is None or span < best[0][0] * (1 - 1e-9)):
             best[0] = (span, prog, cfg)
 
     # Seeds: the fixed patterns compete too, so at equal memory wavek is never slower
     # than symfold / ZBV-4 or than Hanayo's rule under the same cap.
-    for cfg, prog in _seeds(P, M, costs, caps, waves, split_w, options):
-        consider(cfg, prog)
-    for cfg in candidates(waves, split_w, orders, slacks):
-        for reserve in (False, True):  # reservation only if the plain rule stalls
-            prog = _try(P, M, costs, cfg, K, caps, reserve, options)
-            if prog is not None:
-                break
-        ls = prog.meta["list_schedule"] if prog is not None else {}
-        consider({**cfg, "reserve": reserve}, prog, ls.get("makespan"), ls.get("peak_mem"))
+    for level in levels:
+        for cfg, prog in _seeds(P, M, costs, level, wave_list, split_w, options):
+            consider({**cfg, "cap": max(level)}, prog)
+        for cfg in candidates(wave_list, split_w, orders, slacks):
+            for reserve in (False, True):  # reservation only if the plain rule stalls
+                prog = _try(P, M, costs, cfg, K, level, reserve, options)
+                if prog is not None:
+                    break
+            ls = prog.meta["list_schedule"] if prog is not None else {}
+            consider({**cfg, "reserve": reserve, "cap": max(level)}, prog,
+                     ls.get("makespan"), ls.get("peak_mem"))
     best = best[0]
     if best is None:
         raise ScheduleError(f"wavek: no candidate fits mem_cap={mem_cap} at P={P}, M={M}")
@@ -122,19 +130,20 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
 
 
 def _seeds(P, M, costs, caps, waves, split_w, options):
-    """(config, program) of the fixed patterns: symfold (linear) and Hanayo (wave)."""
+    """(config, program) of the fixed patterns: symfold (linear) and Hanayo (waves)."""
     from .schedules import hanayo4, symfold
 
     for split in ([False, True] if split_w is None else [split_w]):
-        if waves in (None, 0):
-            yield ({"waves": 0, "split_w": split, "order": "symfold-cyclic"},
-                   symfold(P, M, costs, split_w=split, **options))
-        if waves in (None, 1):
+        for w in waves:
+            if w == 0:
+                yield ({"waves": 0, "split_w": split, "order": "symfold-cyclic"},
+                       symfold(P, M, costs, split_w=split, **options))
+                continue
             try:
-                prog = hanayo4(P, M, costs, split_w=split, mem_cap=caps, **options)
+                prog = hanayo4(P, M, costs, waves=w, split_w=split, mem_cap=caps, **options)
             except ScheduleError:
                 prog = None
-            yield ({"waves": 1, "split_w": split, "order": "hanayo-rule"}, prog)
+            yield ({"waves": w, "split_w": split, "order": "hanayo-rule"}, prog)
 
 
 def _try(P, M, costs, cfg, K, caps, reserve, options) -> Program | None:

@@ -121,3 +121,12 @@ def test_wavek_without_costs_uses_equal_phases():
     prog = make_schedule("wavek", 3, 3)
     assert prog.name == "wavek"
     validate(prog)
+
+
+def test_config_mapping_and_typos():
+    cm = toy_profile("eager", 3)
+    prog = make_schedule("wavek", 3, 3, cm, wavek_k=1)
+    assert prog.meta["K"] == 1
+    make_schedule("symfold", 3, 3, cm, wavek_k=1)      # ignored by the others
+    with pytest.raises(TypeError, match="unknown option"):
+        make_schedule("symfold", 3, 3, cm, split=True)
