@@ -87,16 +87,18 @@ class MatRIS(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, graph: AtomGraph, positions: Tensor | None = None,
-                strain: Tensor | None = None, exchange: Exchange = LOCAL) -> StageIO:
+                strain: Tensor | None = None, exchange: Exchange = LOCAL,
+                checkpoint: bool = False) -> StageIO:
         """Energies of a batch: the stages of ``self.stages()`` composed.
 
-        positions default to ``graph.positions``; strain (B, 3, 3) may be None.
+        positions default to ``graph.positions``; strain (B, 3, 3) may be None;
+        `checkpoint` recomputes blocks in the backward (see `Stage.forward`).
         """
         if positions is None:
             positions = graph.positions
         io = None
         for stage in self.stages(()):
-            io = stage(io, graph, positions, strain, exchange)
+            io = stage(io, graph, positions, strain, exchange, checkpoint=checkpoint)
         return io
 
     # ------------------------------------------------------------------ references

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
+import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from matris.graph import AtomGraph
@@ -69,7 +71,8 @@ class Stage(nn.Module):
         self.readout = model.readout if last else None
 
     def forward(self, io: StageIO | None, graph: AtomGraph, positions: Tensor,
-                strain: Tensor | None, exchange: Exchange = LOCAL) -> StageIO:
+                strain: Tensor | None, exchange: Exchange = LOCAL,
+                checkpoint: bool = False) -> StageIO:
         """Run this stage.
 
         Args:
@@ -78,6 +81,10 @@ class Stage(nn.Module):
             positions: (N, 3) Å, the positions to differentiate against.
             strain: (B, 3, 3) zeros to differentiate against for stress, or None.
             exchange: graph-parallel exchange (default: the identity `LOCAL`).
+            checkpoint: recompute each interaction block during the backward instead of
+                keeping its intermediates (forces/stress without create_graph: memory
+                falls to the block boundaries plus one block, for one extra forward).
+                Not useful with create_graph (the recomputed graph is kept anyway).
         """
         _check_inputs(self, io, graph, positions)
         topo = compute_topology(graph)
@@ -89,7 +96,11 @@ class Stage(nn.Module):
         n_model_blocks = self.config.num_blocks
         for k, block in enumerate(self.blocks):
             final = self.block_range[0] + k == n_model_blocks - 1
-            h, e, t = block(h, e, t, geo, topo, exchange, final=final)
+            if checkpoint and torch.is_grad_enabled():
+                h, e, t = torch.utils.checkpoint.checkpoint(
+                    block, h, e, t, geo, topo, exchange, final=final, use_reentrant=False)
+            else:
+                h, e, t = block(h, e, t, geo, topo, exchange, final=final)
         if not self.last:
             return StageIO(atom=h, bond=e, angle=t)
         energy, atom_energy, magmoms = self.readout(

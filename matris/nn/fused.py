@@ -9,9 +9,10 @@ here is a pair of autograd Functions:
   its inputs;
 - ``_Op.backward`` applies ``_OpGrad``, whose forward evaluates analytic first
   derivatives (again saving only inputs and the incoming gradient);
-- ``_OpGrad.backward`` (the double backward) recomputes the op from its inputs with
-  the plain differentiable reference implementation and differentiates it twice with
-  autograd. It runs once per op in the final backward and its memory is transient.
+- ``_OpGrad.backward`` (the double backward) is written in closed form (attention,
+  envelope scatter) or, for the gated tail, as one autograd pass over the recorded
+  first-derivative formulas (LayerNorm's backward is itself twice differentiable). It
+  runs once per op in the final backward and its memory is transient.
 
 GEMMs stay outside these ops, so nothing expensive is recomputed. Every op is checked
 against its reference with gradcheck and gradgradcheck (tests/unit/model/test_fused.py).
@@ -39,31 +40,6 @@ def _leaves(tensors):
     return out
 
 
-def _double_backward(reference, inputs, grad_out, grad_grads, extra):
-    """VJP of (grad_out, inputs) ↦ ∂⟨reference(inputs), grad_out⟩/∂inputs against
-    `grad_grads` (one entry per input, None where absent); returns gradients for each
-    grad_out tensor followed by one per input."""
-    with torch.enable_grad():
-        leaves = _leaves(inputs)
-        g_out = [g.detach().requires_grad_(True) for g in grad_out]
-        outs = reference(*leaves, *extra)
-        outs = outs if isinstance(outs, tuple) else (outs,)
-        pos = [k for k, x in enumerate(leaves) if isinstance(x, Tensor) and x.requires_grad]
-        firsts = torch.autograd.grad(outs, [leaves[k] for k in pos], g_out,
-                                     create_graph=True, allow_unused=True)
-        pairs = [(f, grad_grads[k]) for f, k in zip(firsts, pos)
-                 if f is not None and grad_grads[k] is not None]
-        if not pairs:
-            return [None] * (len(g_out) + len(leaves))
-        wrt = g_out + [leaves[k] for k in pos]
-        res = torch.autograd.grad([p[0] for p in pairs], wrt, [p[1] for p in pairs],
-                                  allow_unused=True)
-    out = list(res[:len(g_out)]) + [None] * len(leaves)
-    for j, k in enumerate(pos):
-        out[len(g_out) + k] = res[len(g_out) + j]
-    return out
-
-
 # --------------------------------------------------------------------------- gated tail
 
 
@@ -80,26 +56,38 @@ def gated_tail_reference(c: Tensor, g: Tensor, wc: Tensor, bc: Tensor | None, wg
     return F.silu(nc) * torch.sigmoid(ng)
 
 
-def _norm_fwd(x, w, b, eps):
-    """(output, normalised x̂, rstd) of LayerNorm (b given) or RMSNorm."""
-    if b is not None:
-        out, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), w, b, eps)
-        return out, mean, rstd
-    rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return x * rstd * w, None, rstd
+def _tail_first_order(gy, c, g, wc, bc, wg, bg, eps):
+    """First derivatives (gc, gg, gwc, gbc, gwg, gbg) of the tail, as differentiable ops.
 
-
-def _norm_bwd(gout, x, w, b, mean, rstd):
-    """(grad_x, grad_w, grad_b) of LayerNorm/RMSNorm, not recorded."""
-    if b is not None:
-        gx, gw, gb = torch.ops.aten.native_layer_norm_backward(
-            gout, x, (x.shape[-1],), mean, rstd, w, b, [True, True, True])
-        return gx, gw, gb
-    xhat = x * rstd
-    gw = (gout * xhat).sum(0)
-    gxhat = gout * w
-    gx = rstd * (gxhat - xhat * (gxhat * xhat).mean(-1, keepdim=True))
-    return gx, gw, None
+    Used without grad for the backward and, recorded, for the double backward (one
+    autograd pass over these ops; LayerNorm's own backward is twice differentiable).
+    """
+    d = c.shape[-1]
+    if bc is not None:
+        nc, mean_c, rstd_c = torch.native_layer_norm(c, (d,), wc, bc, eps)
+        ng, mean_g, rstd_g = torch.native_layer_norm(g, (d,), wg, bg, eps)
+    else:
+        rstd_c = torch.rsqrt(c.pow(2).mean(-1, keepdim=True) + eps)
+        rstd_g = torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + eps)
+        nc, ng = c * rstd_c * wc, g * rstd_g * wg
+    sig_c = torch.sigmoid(nc)
+    s2 = torch.sigmoid(ng)
+    g_nc = gy * s2 * sig_c * (1.0 + nc * (1.0 - sig_c))
+    g_ng = gy * (nc * sig_c) * s2 * (1.0 - s2)
+    if bc is not None:
+        mask = [True, True, True]
+        gc, gwc, gbc = torch.ops.aten.native_layer_norm_backward(
+            g_nc, c, (d,), mean_c, rstd_c, wc, bc, mask)
+        gg, gwg, gbg = torch.ops.aten.native_layer_norm_backward(
+            g_ng, g, (d,), mean_g, rstd_g, wg, bg, mask)
+        return gc, gg, gwc, gbc, gwg, gbg
+    out = []
+    for gn, x, w, rstd in ((g_nc, c, wc, rstd_c), (g_ng, g, wg, rstd_g)):
+        xhat = x * rstd
+        gxhat = gn * w
+        out.append((rstd * (gxhat - xhat * (gxhat * xhat).mean(-1, keepdim=True)),
+                    (gn * xhat).sum(0)))
+    return out[0][0], out[1][0], out[0][1], None, out[1][1], None
 
 
 class _GatedTail(Function):
@@ -107,8 +95,13 @@ class _GatedTail(Function):
     def forward(ctx, c, g, wc, bc, wg, bg, eps):
         ctx.eps = eps
         ctx.save_for_backward(c, g, wc, bc, wg, bg)
-        nc, _, _ = _norm_fwd(c, wc, bc, eps)
-        ng, _, _ = _norm_fwd(g, wg, bg, eps)
+        d = c.shape[-1]
+        if bc is not None:
+            nc = F.layer_norm(c, (d,), wc, bc, eps)
+            ng = F.layer_norm(g, (d,), wg, bg, eps)
+        else:
+            nc = c * torch.rsqrt(c.pow(2).mean(-1, keepdim=True) + eps) * wc
+            ng = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + eps) * wg
         return F.silu(nc).mul_(torch.sigmoid(ng))
 
     @staticmethod
@@ -123,22 +116,20 @@ class _GatedTailGrad(Function):
     def forward(ctx, gy, c, g, wc, bc, wg, bg, eps):
         ctx.eps = eps
         ctx.save_for_backward(gy, c, g, wc, bc, wg, bg)
-        nc, mean_c, rstd_c = _norm_fwd(c, wc, bc, eps)
-        ng, mean_g, rstd_g = _norm_fwd(g, wg, bg, eps)
-        s2 = torch.sigmoid(ng)
-        s1 = F.silu(nc)
-        g_nc = torch.ops.aten.silu_backward(gy * s2, nc)
-        g_ng = torch.ops.aten.sigmoid_backward(gy * s1, s2)
-        gc, gwc, gbc = _norm_bwd(g_nc, c, wc, bc, mean_c, rstd_c)
-        gg, gwg, gbg = _norm_bwd(g_ng, g, wg, bg, mean_g, rstd_g)
-        return gc, gg, gwc, gbc, gwg, gbg
+        return _tail_first_order(gy, c, g, wc, bc, wg, bg, eps)
 
     @staticmethod
-    def backward(ctx, ggc, ggg, ggwc, ggbc, ggwg, ggbg):
-        gy, c, g, wc, bc, wg, bg = ctx.saved_tensors
-        res = _double_backward(gated_tail_reference, (c, g, wc, bc, wg, bg), (gy,),
-                               (ggc, ggg, ggwc, ggbc, ggwg, ggbg), (ctx.eps,))
-        return (*res, None)
+    def backward(ctx, *grad_grads):
+        saved = ctx.saved_tensors
+        with torch.enable_grad():
+            leaves = _leaves(saved)
+            outs = _tail_first_order(*leaves, ctx.eps)
+            pairs = [(o, gg) for o, gg in zip(outs, grad_grads)
+                     if o is not None and gg is not None]
+            wrt = [x for x in leaves if x is not None]
+            res = iter(torch.autograd.grad([p[0] for p in pairs], wrt, [p[1] for p in pairs],
+                                           allow_unused=True) if pairs else [None] * len(wrt))
+        return (*[None if x is None else next(res) for x in leaves], None)
 
 
 def gated_tail(c: Tensor, g: Tensor, norm_c, norm_g) -> Tensor:
@@ -224,9 +215,69 @@ class _SmoothAttentionGrad(Function):
     @staticmethod
     def backward(ctx, gg_raw, gg_env, gg_m):
         gout, raw, env, m = ctx.saved_tensors
-        res = _double_backward(smooth_attention_reference, (raw, env, m), (gout,),
-                               (gg_raw, gg_env, gg_m), ctx.meta)
+        src, idx_t, idx_s, n_out, bound = ctx.meta
+        res = _smooth_attention_double(gout, raw, env, m, src, idx_t, idx_s, n_out, bound,
+                                       gg_raw, gg_env, gg_m)
         return (*res, None, None, None, None, None)
+
+
+def _smooth_attention_double(gout, raw, env, m, src, idx_t, idx_s, n_out, bound,
+                             gg_raw, gg_env, gg_m):
+    """Analytic VJP of (gout, raw, env, m) ↦ (g_raw, g_env, g_m) (see _SmoothAttentionGrad).
+
+    Notation: e = exp(c·th), th = tanh(raw/c), w = env·e, h = ∂w/∂raw = w(1 − th²);
+    G_w (source rows) = Σ over message rows of [m·Gn + Gd] (T | S halves);
+    g_raw = G_w·h, g_env = Σ_ch G_w·e, g_m = w_T·Gn_T + w_S·Gn_S.
+    """
+    d = m.shape[1]
+    th = torch.tanh(raw * (1.0 / bound))
+    e = torch.exp(th * bound)
+    sech2 = 1.0 - th * th
+    w = e * env if env is not None else e
+    h = w * sech2
+    gn_t, gd_t, gn_s, gd_s = (x.index_select(0, i) for x, i in zip(
+        gout.split(d, dim=1), (idx_t, idx_t, idx_s, idx_s)))
+    d_gn_t = d_gd_t = d_gn_s = d_gd_s = None
+    d_m = d_raw = d_env = None
+    need_gw = gg_raw is not None or gg_env is not None
+    if need_gw:
+        g_w = torch.cat([torch.addcmul(gd_t, m, gn_t), torch.addcmul(gd_s, m, gn_s)], dim=1)
+        if src is not None:
+            g_w = g_w.new_zeros(w.shape).index_add_(0, src, g_w)
+        # Cotangent of G_w, then of the per-row weight cotangents.
+        gam = torch.zeros_like(w)
+        d_raw = torch.zeros_like(raw)
+        if gg_raw is not None:
+            gam = gam + gg_raw * h
+            d_raw = d_raw + gg_raw * g_w * (h * (sech2 - (2.0 / bound) * th))
+        if gg_env is not None:
+            gam = gam + gg_env * e
+            d_raw = d_raw + gg_env * g_w * (e * sech2)
+        if env is not None and gg_raw is not None:
+            d_env = (gg_raw * g_w * e * sech2).sum(1, keepdim=True)
+        rows = gam.index_select(0, src) if src is not None else gam
+        gam_t, gam_s = rows[:, :d], rows[:, d:]
+        d_gn_t, d_gd_t = gam_t * m, gam_t
+        d_gn_s, d_gd_s = gam_s * m, gam_s
+        d_m = gam_t * gn_t + gam_s * gn_s
+    if gg_m is not None:
+        wr = w.index_select(0, src) if src is not None else w
+        d_gn_t = gg_m * wr[:, :d] if d_gn_t is None else d_gn_t + gg_m * wr[:, :d]
+        d_gn_s = gg_m * wr[:, d:] if d_gn_s is None else d_gn_s + gg_m * wr[:, d:]
+        d_wr = torch.cat([gg_m * gn_t, gg_m * gn_s], dim=1)
+        d_w = d_wr.new_zeros(w.shape).index_add_(0, src, d_wr) if src is not None else d_wr
+        d_raw = d_w * h if d_raw is None else d_raw + d_w * h
+        if env is not None:
+            d_env_w = (d_w * e).sum(1, keepdim=True)
+            d_env = d_env_w if d_env is None else d_env + d_env_w
+    d_gout = gout.new_zeros(gout.shape)
+    for k, (val, idx) in enumerate(((d_gn_t, idx_t), (d_gd_t, idx_t), (d_gn_s, idx_s),
+                                    (d_gd_s, idx_s))):
+        if val is not None:
+            d_gout[:, k * d:(k + 1) * d].index_add_(0, idx, val)
+    if env is None:
+        d_env = None
+    return d_gout, d_raw, d_env, d_m
 
 
 def smooth_attention(raw: Tensor, env: Tensor | None, m: Tensor, src: Tensor | None,
@@ -284,10 +335,23 @@ class _GatherMulScatterGrad(Function):
 
     @staticmethod
     def backward(ctx, gg_r, gg_eps):
+        # Bilinear: out = Σ r ⊙ eps[in] → exact second derivatives in closed form.
         gout, r, eps = ctx.saved_tensors
-        res = _double_backward(gather_mul_scatter_reference, (r, eps), (gout,),
-                               (gg_r, gg_eps), ctx.meta)
-        return (*res, None, None, None)
+        idx_in, idx_out, _ = ctx.meta
+        g_rows = gout.index_select(0, idx_out)
+        d_gout = d_r = d_eps = None
+        rows_total = None
+        if gg_r is not None:
+            rows_total = gg_r * eps.index_select(0, idx_in)
+            d_eps = eps.new_zeros(eps.shape).index_add_(0, idx_in, gg_r * g_rows)
+        if gg_eps is not None:
+            gg_in = gg_eps.index_select(0, idx_in)
+            d_r = gg_in * g_rows
+            term = gg_in * r
+            rows_total = term if rows_total is None else rows_total + term
+        if rows_total is not None:
+            d_gout = gout.new_zeros(gout.shape).index_add_(0, idx_out, rows_total)
+        return d_gout, d_r, d_eps, None, None, None
 
 
 def gather_mul_scatter(r: Tensor, eps: Tensor, idx_in: Tensor, idx_out: Tensor,

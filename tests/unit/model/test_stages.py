@@ -112,3 +112,12 @@ def test_balanced_cuts():
     assert model.balanced_cuts(2, costs=custom) == [1]
     with pytest.raises(ValueError, match="num_stages"):
         model.balanced_cuts(9)
+
+
+def test_checkpointed_blocks_same_forces(setup):
+    """Recomputing blocks in the backward (inference memory saver) changes nothing."""
+    model, graph = setup
+    ref = compute_outputs(model, graph, stress=True, checkpoint=False)
+    ck = compute_outputs(model, graph, stress=True, checkpoint=True)
+    for key in ("energy", "forces", "stress"):
+        torch.testing.assert_close(ck[key], ref[key], rtol=0, atol=1e-14)
