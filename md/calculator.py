@@ -1,0 +1,154 @@
+"""`MatRISCalculator`: the ASE calculator of a MatRIS model.
+
+Units and conventions (ASE): energy eV, forces eV/Å (−∂E/∂x), stress as a Voigt
+6-vector [xx, yy, zz, yz, xz, xy] in eV/Å³ with ASE's sign (σ = (1/V)·∂E/∂ε, positive
+= tensile), magmoms μB, energies (per atom, reference energies included) eV;
+free_energy = energy. Stress exists only for cells periodic along all three axes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import (
+    Calculator,
+    PropertyNotImplementedError,
+    all_changes,
+)
+
+from matris.graph import build_graph, collate
+from matris.md.compile import ModelRunner
+from matris.md.evaluate import atoms_arrays, run_model, split_results
+from matris.md.model_io import load_model, resolve_device, resolve_dtype
+from matris.md.neighbors import CandidateGraph, SkinNeighborList
+from matris.md.validate import UNSEEN_POLICIES, check_min_distance, known_elements
+from matris.model import MatRIS
+
+
+class MatRISCalculator(Calculator):
+    """ASE calculator for a MatRIS model.
+
+    Args:
+        model: a checkpoint path (`matris.checkpoint`, loaded with weights_only) or a
+            `MatRIS` (copied; the caller's model is untouched).
+        device: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
+        dtype: "float32" (default; MD speed) or "float64" (phonons, Hessians, tests).
+        skin: neighbour-list skin in Å (default 1.0). The graph is rebuilt only when an
+            atom moved more than skin/2 since the last build (modulo lattice vectors)
+            or cell/pbc/numbers changed; results are those of a fresh build. 0 rebuilds
+            at every new geometry.
+        compile: False, True (torch.compile with inductor) or a torch.compile backend
+            name; falls back to eager with one warning if compilation fails.
+        unseen_elements: "error" (default), "warn" or "allow" for elements missing from
+            the model's training data (zero reference energy); see `matris.md.validate`.
+        checkpoint: recompute interaction blocks during the force backward (less memory,
+            more time); None uses `matris.outputs.compute_outputs`' default.
+        **kwargs: passed to `ase.calculators.calculator.Calculator`.
+
+    Attributes:
+        model: the loaded `MatRIS` (eval mode, frozen). neighbors: the
+        `SkinNeighborList` (``neighbors.builds`` / ``neighbors.reuses`` count graph
+        builds and reuses).
+    """
+
+    implemented_properties = ("energy", "free_energy", "energies", "forces", "stress",
+                              "magmoms")
+
+    def __init__(self, model: MatRIS | str | os.PathLike, device: str = "auto",
+                 dtype: str = "float32", skin: float = 1.0, compile: bool | str = False,
+                 unseen_elements: str = "error", checkpoint: bool | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if unseen_elements not in UNSEEN_POLICIES:
+            raise ValueError(f"unseen_elements must be one of {list(UNSEEN_POLICIES)}, "
+                             f"got {unseen_elements!r}")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.model = load_model(model, self.device, self.dtype)
+        cfg = self.model.config
+        self.runner = ModelRunner(self.model, compile)
+        self.neighbors = SkinNeighborList(cfg.cutoff, cfg.three_body_cutoff, skin)
+        self.unseen_elements = unseen_elements
+        self.checkpoint = checkpoint
+        self.known_elements = known_elements(
+            self.model.reference_energies.detach().cpu().numpy(), cfg.max_z)
+        props = list(type(self).implemented_properties)
+        if not cfg.magmom_head:
+            props.remove("magmoms")
+        self.implemented_properties = props
+
+    # ------------------------------------------------------------------ single structure
+    def calculate(self, atoms: Atoms | None = None, properties=("energy",),
+                  system_changes=all_changes) -> None:
+        """Fill ``self.results`` with every property at once (stress only for 3D-periodic
+        cells: requesting it otherwise raises PropertyNotImplementedError)."""
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        periodic = bool(np.all(atoms.pbc))
+        if "stress" in properties and not periodic:
+            raise PropertyNotImplementedError(
+                f"stress is only defined for cells periodic along all three axes "
+                f"(pbc={atoms.pbc.tolist()})")
+        numbers, positions, cell, pbc = self._arrays(atoms)
+        graph = self.neighbors.graph(numbers, positions, cell, pbc)
+        check_min_distance(self.neighbors.last_min_length)
+        res = run_model(self.runner, graph.to(self.device, self.dtype), stress=periodic,
+                        magmoms="magmoms" in self.implemented_properties,
+                        checkpoint=self.checkpoint)
+        self.results = split_results(res, [len(numbers)], [periodic])[0]
+
+    # ------------------------------------------------------------------ many structures
+    def batch_evaluate(self, structures: list[Atoms], max_batch_atoms: int = 2048
+                       ) -> list[dict]:
+        """Evaluate many structures with few forward passes (screening).
+
+        Structures are packed in order into batches of at most `max_batch_atoms` atoms
+        (a larger structure runs alone); each gets a fresh graph (no skin). Returns one
+        dict per structure with the same keys, units and conventions as ``results``
+        after a single-structure calculation (stress only for 3D-periodic cells).
+        Every structure is validated before any is evaluated.
+        """
+        if max_batch_atoms < 1:
+            raise ValueError(f"max_batch_atoms must be >= 1, got {max_batch_atoms}")
+        arrays = []
+        for k, atoms in enumerate(structures):
+            try:
+                arrays.append(self._arrays(atoms))
+            except ValueError as exc:
+                raise type(exc)(f"structure {k}: {exc}") from exc
+        results: list[dict] = []
+        for chunk in _chunks([len(a[0]) for a in arrays], max_batch_atoms):
+            results.extend(self._evaluate_chunk([arrays[k] for k in chunk]))
+        return results
+
+    def _evaluate_chunk(self, arrays) -> list[dict]:
+        cfg = self.model.config
+        graphs = [build_graph(*a, cfg.cutoff, cfg.three_body_cutoff) for a in arrays]
+        periodic = [bool(np.all(a[3])) for a in arrays]
+        for g in graphs:
+            check_min_distance(CandidateGraph(g).bond_lengths(g.positions.numpy()))
+        batch = collate(graphs).to(self.device, self.dtype)
+        res = run_model(self.runner, batch, stress=any(periodic),
+                        magmoms="magmoms" in self.implemented_properties,
+                        checkpoint=self.checkpoint)
+        return split_results(res, [len(a[0]) for a in arrays], periodic)
+
+    def _arrays(self, atoms: Atoms):
+        return atoms_arrays(atoms, self.model.config.max_z, self.known_elements,
+                            self.unseen_elements)
+
+
+def _chunks(sizes: list[int], limit: int) -> list[list[int]]:
+    """Consecutive index groups whose sizes sum to at most `limit` (or one item)."""
+    groups: list[list[int]] = []
+    total = 0
+    for k, n in enumerate(sizes):
+        if groups and total + n <= limit:
+            groups[-1].append(k)
+            total += n
+        else:
+            groups.append([k])
+            total = n
+    return groups
+
