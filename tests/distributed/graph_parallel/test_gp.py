@@ -51,6 +51,37 @@ def test_dp2_gp2_trainer_gradients_equal_serial(mpirun, tmp_path):
     assert relative_error(saved["sums"], saved["serial_sums"]) < TOL
 
 
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _cli_args(root, out, gp):
+    return [str(SCRIPTS / "gp_cli.py"), str(REPO / "configs" / "tiny.yaml"), f"data.root={root}",
+            f"log.out={out}", f"parallel.gp={gp}", "train.dtype=float64", "train.steps=4",
+            "train.max_atoms=24", "log.val_every=2", "log.every=1", "log.progress=false",
+            "log.plots=false", "checkpoint.every=0", "data.val_max_frames=4"]
+
+
+def test_gp2_training_run_equals_serial_run(mpirun, tmp_path):
+    """The whole training loop (4 AdamW steps with validation, checkpoint, export) with
+    GP = 2 ends at the same parameters as the serial run."""
+    from matris.train.checkpointing import list_checkpoints, load_part
+
+    root = build_emt_dataset(tmp_path / "emt" / "ds", n=16, seed=6)
+    mpirun(1, _cli_args(root, tmp_path / "serial", 1))
+    mpirun(2, _cli_args(root, tmp_path / "gp2", 2))
+    final = {}
+    for run, ranks in (("serial", 1), ("gp2", 2)):
+        step, path = list_checkpoints(tmp_path / run / "checkpoints")[-1]
+        assert step == 4
+        final[run] = [load_part(path / f"rank{r:05d}.pt")["model"] for r in range(ranks)]
+        assert (tmp_path / run / "model.pt").is_file()
+    serial, (gp0, gp1) = final["serial"][0], final["gp2"]
+    for name in serial:
+        assert torch.equal(gp0[name], gp1[name]), f"GP replicas diverged: {name}"
+    err = relative_error(gp0, serial)
+    assert err < 1e-9, f"final parameters: relative error {err:.2e}"
+
+
 def test_failing_rank_aborts_the_group(mpirun):
     start = time.monotonic()
     proc = mpirun(2, [str(SCRIPTS / "gp_raise.py")], timeout=110, check=False)
