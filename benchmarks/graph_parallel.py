@@ -143,6 +143,64 @@ def _volumes(runner, model, batch, counts) -> dict:
                 "p3p4": step.get(k, 0) - fwd_p2.get(k, 0)} for k in keys}
 
 
+def transport_worker(args) -> None:
+    """Median seconds per exchange call of each transport (p2p, alltoall) on the benchmark
+    cell's part, features of width ``--width``: halo copy (n_local, D), cut-bond sum
+    (U_local, 5·D: one block's two reductions at once), energies (B,)."""
+    import torch
+
+    from matris.train import dist as mdist
+    from matris.train.dist.halo import GraphExchange, TorchTransport
+    from matris.train.graph_parallel.part import build_part
+    from matris.train.graph_parallel.partition import partition_graph
+    from matris.train.graph_parallel.testing import lattice
+
+    env = mdist.init_distributed(device="cpu", timeout_s=600)
+    groups = mdist.build_groups(mdist.Topology(pp=1, dp=1, gp=env.world_size,
+                                               world_size=env.world_size), env.rank)
+    g = lattice(tuple(args.cell), 2.6, 0.1, 0.15, seed=1).to(dtype=torch.float32)
+    part = build_part(g, partition_graph(g, env.world_size), env.rank)
+    gen = torch.Generator().manual_seed(env.rank)
+    h = torch.randn(part.plan.num_atoms, args.width, generator=gen)
+    b = torch.randn(part.plan.num_bonds, 5 * args.width, generator=gen)
+    e = torch.randn(g.num_structures, generator=gen)
+    out: dict = {"rank": env.rank, "load": [os.getloadavg()[0]]}
+    for method in ("p2p", "alltoall"):
+        ex = GraphExchange(part.plan, TorchTransport(groups.gp, method))
+        res = {}
+        for name, call, x in (("halo_copy", ex.atoms, h), ("bond_sum", ex.bonds, b),
+                              ("group_sum", ex.structures, e)):
+            times = []
+            for k in range(args.steps + 3):  # 3 warm-up calls
+                mdist.barrier()
+                t0 = time.perf_counter()
+                call(x)
+                if k >= 3:
+                    times.append(time.perf_counter() - t0)
+            res[name] = median(times)
+        res["bytes_per_call"] = {k: v / ex.calls[k] for k, v in ex.volume.items()}
+        plan, tr = part.plan, ex.transport
+        me = plan.part
+        send = [None if q == me else b.index_select(0, plan.shared[q])
+                for q in range(plan.num_parts)]
+        shapes = [(plan.shared[q].shape[0], b.shape[1]) for q in range(plan.num_parts)]
+        times = []
+        for k in range(args.steps + 3):  # the bond sum's messages alone, no local copies
+            mdist.barrier()
+            t0 = time.perf_counter()
+            tr.exchange(send, shapes, b.dtype, b.device)
+            if k >= 3:
+                times.append(time.perf_counter() - t0)
+        res["bond_sum_messages"] = median(times)
+        out[method] = res
+    out["load"].append(os.getloadavg()[0])
+    everyone = mdist.allgather_object(out)
+    if env.rank == 0:
+        Path(args.out).write_text(json.dumps(everyone))
+    mdist.barrier()
+    mdist.shutdown()
+
+
 # --------------------------------------------------------------------------- orchestrator
 
 def launch(kind: str, n: int, extra: list[str], memory: bool, threads: int = 1) -> list[dict]:
@@ -154,7 +212,7 @@ def launch(kind: str, n: int, extra: list[str], memory: bool, threads: int = 1) 
         cmd = [sys.executable, __file__, "worker", kind, "--out", str(out), *extra]
         if memory:
             cmd.append("--memory")
-        if kind == "gp":
+        if kind in ("gp", "transport"):
             cmd = [str(Path(sys.executable).parent / "mpirun"), "-n", str(n), *cmd]
         else:
             cmd += ["--threads", str(threads)]
@@ -263,6 +321,25 @@ def render(r: dict) -> str:
         f"rank {k}: {p['owned']} owned + {p['halo']} halo atoms, {p['angles']:,} angles, "
         f"{p['cut_bonds']:,} cut bonds, partition + local graph {p['seconds']:.2f} s"
         for k, p in enumerate(parts)), ""]
+    if "transport" in r:
+        lines += ["## Transports: time per exchange call (median of 30, slowest rank)", "",
+                  "Width D = 128 (the production width), float32, parts of the benchmark cell. "
+                  "`bond_sum` moves 5·D per cut bond (one block's two reductions at once); its "
+                  "time includes the out-of-place copy of the whole local (U, 5·D) tensor "
+                  "that autograd needs, `bond_sum_messages` is the message exchange alone. "
+                  "`p2p` = irecv/isend with the peers that exchange rows; `alltoall` = one "
+                  "`all_to_all_single` per call.", "",
+                  "| G | kernel | KiB sent / rank | p2p ms | alltoall ms |",
+                  "|---:|---|---:|---:|---:|"]
+        kernels = ("halo_copy", "bond_sum", "bond_sum_messages", "group_sum")
+        for key, job in r["transport"].items():
+            for kern in kernels:
+                kib = max(rk["p2p"]["bytes_per_call"].get(kern.split("_messages")[0], 0)
+                          for rk in job) / 1024
+                ms = [1e3 * max(rk[m][kern] for rk in job) for m in ("p2p", "alltoall")]
+                lines.append(f"| {key[1:]} | {kern} | {kib:,.1f} | {ms[0]:.2f} | {ms[1]:.2f} |")
+        loads = [x for job in r["transport"].values() for rk in job for x in rk["load"]]
+        lines += ["", f"Load (1 min) during: {min(loads):.1f}–{max(loads):.1f}.", ""]
     return "\n".join(lines)
 
 
@@ -275,8 +352,20 @@ def main(argv=None) -> None:
                          "on the cores, 2 threads can be ~10x slower)")
     ap.add_argument("--cell", type=int, nargs=3, default=[10, 10, 20])
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    ap.add_argument("--only", choices=["all", "transport"], default="all",
+                    help="transport: (re)measure only the transports, into the existing JSON")
     args = ap.parse_args(argv)
     common = ["--cell", *map(str, args.cell)]
+    out = Path(args.out)
+    transport_args = [*common, "--steps", "30", "--width", "128"]
+    if args.only == "transport":
+        path = out / f"graph_parallel_{DATE}.json"
+        result = json.loads(path.read_text())
+        result["transport"] = {f"G{G}": launch("transport", G, transport_args, False)
+                               for G in (2, 4)}
+        path.write_text(json.dumps(result, indent=1))
+        (out / f"graph_parallel_{DATE}.md").write_text(render(result))
+        return
     timed = [*common, "--steps", str(args.steps), "--warmup", "1"]
     from matris.train.graph_parallel.testing import lattice
 
@@ -298,8 +387,9 @@ def main(argv=None) -> None:
     for G in (1, 2, 4):
         memory[f"gp{G}"] = launch("gp", G, common, True)
     result["memory"] = memory
+    result["transport"] = {f"G{G}": launch("transport", G, transport_args, False)
+                           for G in (2, 4)}
     result["load_end"] = os.getloadavg()
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"graph_parallel_{DATE}.json").write_text(json.dumps(result, indent=1))
     (out / f"graph_parallel_{DATE}.md").write_text(render(result))
@@ -309,7 +399,7 @@ def main(argv=None) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         wp = argparse.ArgumentParser()
-        wp.add_argument("kind", choices=["serial", "gp"])
+        wp.add_argument("kind", choices=["serial", "gp", "transport"])
         wp.add_argument("--out", required=True)
         wp.add_argument("--cell", type=int, nargs=3, default=[10, 10, 20])
         wp.add_argument("--steps", type=int, default=2)
@@ -317,6 +407,8 @@ if __name__ == "__main__":
         wp.add_argument("--threads", type=int, default=1)
         wp.add_argument("--memory", action="store_true")
         wp.add_argument("--volume", action="store_true")
-        worker(wp.parse_args(sys.argv[2:]))
+        wp.add_argument("--width", type=int, default=128)
+        wargs = wp.parse_args(sys.argv[2:])
+        (transport_worker if wargs.kind == "transport" else worker)(wargs)
     else:
         main()
