@@ -73,6 +73,13 @@ def test_outputs_equal_serial(model, case, G):
         assert err < TOL, f"{case} G={G} {key}: relative error {err:.2e}"
 
 
+def test_results_are_reproducible_bit_for_bit(model):
+    batch = labelled_batch(case_graphs("batch"), seed=0)
+    first, second = gp_outputs(model, batch, 4), gp_outputs(model, batch, 4)
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
 def _gp_gradients(model, batches, G, exchange_cls=GraphExchange):
     counts = counts_of(batches)
     models = [copy.deepcopy(model) for _ in range(G)]
