@@ -100,9 +100,15 @@ def all_reduce_(tensor: torch.Tensor, group: Group, op: str = "sum") -> torch.Te
         raise ValueError(f"op must be one of sum, mean, max, min; got {op!r}")
     if group.size == 1:
         return tensor
-    dist.all_reduce(tensor, op=_OPS["sum" if op == "mean" else op], group=group.handle)
+    work = tensor
+    if not tensor.is_cuda and dist.get_backend(group.handle) == "nccl":
+        # NCCL reduces CUDA tensors only; small CPU values (counts, norms) take a detour.
+        work = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+    dist.all_reduce(work, op=_OPS["sum" if op == "mean" else op], group=group.handle)
     if op == "mean":
-        tensor.div_(group.size)
+        work.div_(group.size)
+    if work is not tensor:
+        tensor.copy_(work)
     return tensor
 
 
