@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import torch
 from ase import Atoms
 from ase.calculators.calculator import (
     Calculator,
@@ -44,7 +45,10 @@ class MatRISCalculator(Calculator):
         unseen_elements: "error" (default), "warn" or "allow" for elements missing from
             the model's training data (zero reference energy); see `matris.md.validate`.
         checkpoint: recompute interaction blocks during the force backward (less memory,
-            more time); None uses `matris.outputs.compute_outputs`' default.
+            ~1.3-3x more time on CPU): True, False, or "auto" (default): off while the
+            estimated activation memory (`activation_bytes`) stays below
+            `checkpoint_budget_gb`, on above it.
+        checkpoint_budget_gb: memory budget of the "auto" rule, GB (default 3).
         **kwargs: passed to `ase.calculators.calculator.Calculator`.
 
     Attributes:
@@ -58,7 +62,8 @@ class MatRISCalculator(Calculator):
 
     def __init__(self, model: MatRIS | str | os.PathLike, device: str = "auto",
                  dtype: str = "float32", skin: float = 1.0, compile: bool | str = False,
-                 unseen_elements: str = "error", checkpoint: bool | None = None, **kwargs):
+                 unseen_elements: str = "error", checkpoint: bool | str = "auto",
+                 checkpoint_budget_gb: float = 3.0, **kwargs):
         super().__init__(**kwargs)
         if unseen_elements not in UNSEEN_POLICIES:
             raise ValueError(f"unseen_elements must be one of {list(UNSEEN_POLICIES)}, "
@@ -70,7 +75,10 @@ class MatRISCalculator(Calculator):
         self.runner = ModelRunner(self.model, compile)
         self.neighbors = SkinNeighborList(cfg.cutoff, cfg.three_body_cutoff, skin)
         self.unseen_elements = unseen_elements
+        if checkpoint not in (True, False, "auto"):
+            raise ValueError(f"checkpoint must be True, False or 'auto', got {checkpoint!r}")
         self.checkpoint = checkpoint
+        self.checkpoint_budget_gb = float(checkpoint_budget_gb)
         self.known_elements = known_elements(
             self.model.reference_energies.detach().cpu().numpy(), cfg.max_z)
         props = list(type(self).implemented_properties)
@@ -95,7 +103,7 @@ class MatRISCalculator(Calculator):
         check_min_distance(self.neighbors.last_min_length)
         res = run_model(self.runner, graph.to(self.device, self.dtype), stress=periodic,
                         magmoms="magmoms" in self.implemented_properties,
-                        checkpoint=self.checkpoint)
+                        checkpoint=self._use_checkpoint(graph))
         self.results = split_results(res, [len(numbers)], [periodic])[0]
 
     # ------------------------------------------------------------------ many structures
@@ -131,12 +139,26 @@ class MatRISCalculator(Calculator):
         batch = collate(graphs).to(self.device, self.dtype)
         res = run_model(self.runner, batch, stress=any(periodic),
                         magmoms="magmoms" in self.implemented_properties,
-                        checkpoint=self.checkpoint)
+                        checkpoint=self._use_checkpoint(batch))
         return split_results(res, [len(a[0]) for a in arrays], periodic)
+
+    def _use_checkpoint(self, graph) -> bool:
+        if self.checkpoint != "auto":
+            return bool(self.checkpoint)
+        need = activation_bytes(self.model.config, graph.n_angles, self.dtype)
+        return need > self.checkpoint_budget_gb * 2**30
 
     def _arrays(self, atoms: Atoms):
         return atoms_arrays(atoms, self.model.config.max_z, self.known_elements,
                             self.unseen_elements)
+
+
+def activation_bytes(config, n_angles: int, dtype: torch.dtype) -> float:
+    """Rough peak memory (bytes) of one energy+forces evaluation without recomputation:
+    ~150 bytes per (angle, channel, block) in float32, measured on CPU (angle tensors
+    dominate), doubled in float64."""
+    per = 150.0 * (2.0 if dtype == torch.float64 else 1.0)
+    return per * n_angles * config.width * config.num_blocks
 
 
 def _chunks(sizes: list[int], limit: int) -> list[list[int]]:
