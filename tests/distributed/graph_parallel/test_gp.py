@@ -82,6 +82,19 @@ def test_gp2_training_run_equals_serial_run(mpirun, tmp_path):
         assert torch.equal(gp0[name], gp1[name]), f"GP replicas diverged: {name}"
     err = relative_error(gp0, serial)
     assert err < 1e-9, f"final parameters: relative error {err:.2e}"
+    # Logged losses (per-rank shares summed over the world) and validation MAEs (part 0
+    # gathers the predictions) agree with the serial run's.
+    from matris.train.metrics import read_metrics
+
+    for kind in ("train", "val"):
+        ref = read_metrics(tmp_path / "serial" / "metrics.jsonl", kind)
+        got = read_metrics(tmp_path / "gp2" / "metrics.jsonl", kind)
+        assert len(ref) == len(got) > 0, kind
+        for a, b in zip(ref, got, strict=True):
+            keys = [k for k in a if k.startswith("loss") or "_mae_" in k or k == "n_frames"]
+            assert keys, a
+            for k in keys:
+                assert b[k] == pytest.approx(a[k], rel=1e-9, abs=1e-12), (kind, a["step"], k)
 
 
 def test_failing_rank_aborts_the_group(mpirun):
