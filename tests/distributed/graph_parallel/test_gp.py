@@ -63,6 +63,7 @@ def _cli_args(root, out, gp):
             "log.plots=false", "checkpoint.every=0", "data.val_max_frames=4"]
 
 
+@pytest.mark.slow
 def test_gp2_training_run_equals_serial_run(mpirun, tmp_path):
     """The whole training loop (4 AdamW steps with validation, checkpoint, export) with
     GP = 2 ends at the same parameters as the serial run."""
