@@ -12,6 +12,7 @@ from torch import Tensor
 
 from matris.graph import AtomGraph
 from matris.nn.exchange import LOCAL, Exchange
+from matris.nn.ops import no_param_grads
 
 
 def compute_outputs(model, graph: AtomGraph, *, forces: bool = True, stress: bool = False,
@@ -52,8 +53,9 @@ def compute_outputs(model, graph: AtomGraph, *, forces: bool = True, stress: boo
     out = {"energy": io.energy}
     if need_grad:
         inputs = [x for x in (positions if forces else None, strain) if x is not None]
-        grads = torch.autograd.grad(io.energy.sum(), inputs, create_graph=create_graph,
-                                    allow_unused=True)
+        with no_param_grads():  # only position/strain gradients are taken here
+            grads = torch.autograd.grad(io.energy.sum(), inputs, create_graph=create_graph,
+                                        allow_unused=True)
         grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
         if forces:
             out["forces"] = -grads[0]

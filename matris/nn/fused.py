@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
+from matris.nn.ops import param_grads_wanted
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -56,7 +58,7 @@ def gated_tail_reference(c: Tensor, g: Tensor, wc: Tensor, bc: Tensor | None, wg
     return F.silu(nc) * torch.sigmoid(ng)
 
 
-def _tail_first_order(gy, c, g, wc, bc, wg, bg, eps):
+def _tail_first_order(gy, c, g, wc, bc, wg, bg, eps, params: bool = True):
     """First derivatives (gc, gg, gwc, gbc, gwg, gbg) of the tail, as differentiable ops.
 
     Used without grad for the backward and, recorded, for the double backward (one
@@ -75,7 +77,7 @@ def _tail_first_order(gy, c, g, wc, bc, wg, bg, eps):
     g_nc = gy * s2 * sig_c * (1.0 + nc * (1.0 - sig_c))
     g_ng = gy * (nc * sig_c) * s2 * (1.0 - s2)
     if bc is not None:
-        mask = [True, True, True]
+        mask = [True, params, params]
         gc, gwc, gbc = torch.ops.aten.native_layer_norm_backward(
             g_nc, c, (d,), mean_c, rstd_c, wc, bc, mask)
         gg, gwg, gbg = torch.ops.aten.native_layer_norm_backward(
@@ -86,7 +88,7 @@ def _tail_first_order(gy, c, g, wc, bc, wg, bg, eps):
         xhat = x * rstd
         gxhat = gn * w
         out.append((rstd * (gxhat - xhat * (gxhat * xhat).mean(-1, keepdim=True)),
-                    (gn * xhat).sum(0)))
+                    (gn * xhat).sum(0) if params else None))
     return out[0][0], out[1][0], out[0][1], None, out[1][1], None
 
 
@@ -116,7 +118,7 @@ class _GatedTailGrad(Function):
     def forward(ctx, gy, c, g, wc, bc, wg, bg, eps):
         ctx.eps = eps
         ctx.save_for_backward(gy, c, g, wc, bc, wg, bg)
-        return _tail_first_order(gy, c, g, wc, bc, wg, bg, eps)
+        return _tail_first_order(gy, c, g, wc, bc, wg, bg, eps, params=param_grads_wanted())
 
     @staticmethod
     def backward(ctx, *grad_grads):

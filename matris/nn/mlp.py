@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from matris.config import ModelConfig
 from matris.nn.fused import gated_tail
-from matris.nn.ops import gather, silu, silu_split
+from matris.nn.ops import gather, silu_linear
 
 Part = tuple[Tensor, Tensor | None]
 
@@ -82,8 +82,10 @@ class GatedMLP(nn.Module):
         self.norm_gate = make_norm(norm, out)
 
     def forward(self, parts: Sequence[Part], z: Tensor | None = None) -> Tensor:
-        a_core, a_gate = silu_split(gather_sum(parts, self.first), self.hidden)
-        return gated_tail(self.core(a_core), self.gate(a_gate), self.norm_core, self.norm_gate)
+        core, gate = silu_linear(gather_sum(parts, self.first),
+                                 [self.core.weight, self.gate.weight],
+                                 [self.core.bias, self.gate.bias])
+        return gated_tail(core, gate, self.norm_core, self.norm_gate)
 
 
 class FFN(nn.Module):
@@ -95,7 +97,8 @@ class FFN(nn.Module):
         self.lin2 = nn.Linear(hidden, out, bias=False)
 
     def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
-        return self.lin2(silu(self.lin1(x)))
+        (y,) = silu_linear(self.lin1(x), [self.lin2.weight], [None])
+        return y
 
 
 MLPBuilder = Callable[[str, Sequence[int], int, int, ModelConfig, str], nn.Module]

@@ -10,6 +10,9 @@ gradient (SiLU, with an analytic second derivative).
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -87,27 +90,123 @@ def silu(x: Tensor) -> Tensor:
     return _Silu.apply(x)
 
 
-class _SiluSplit(Function):
-    @staticmethod
-    def forward(ctx, x, split):
-        ctx.save_for_backward(x)
-        ctx.split = split
-        return F.silu(x[:, :split]), F.silu(x[:, split:])
-
-    @staticmethod
-    def backward(ctx, g1, g2):
-        (x,) = ctx.saved_tensors
-        if g1 is None:
-            g1 = x.new_zeros(x.shape[0], ctx.split)
-        if g2 is None:
-            g2 = x.new_zeros(x.shape[0], x.shape[1] - ctx.split)
-        return _SiluGrad.apply(torch.cat([g1, g2], dim=1), x), None
+# --------------------------------------------------------------------------- SiLU + linear
+_STATE = threading.local()
 
 
-def silu_split(x: Tensor, split: int) -> tuple[Tensor, Tensor]:
-    """(silu(x[:, :split]), silu(x[:, split:])) as contiguous tensors.
+@contextlib.contextmanager
+def no_param_grads():
+    """Inside, backward passes of the fused ops skip parameter gradients.
 
-    Splitting after the activation (rather than slicing its output) avoids the
-    zero-filled full-width gradients that slice backward creates.
+    Valid when the caller differentiates only with respect to inputs (positions, strain,
+    features), as the force backward of `matris.outputs` does: parameter gradients there
+    are discarded anyway. Second-order parameter gradients (force loss) are unaffected.
     """
-    return _SiluSplit.apply(x, split)
+    old = getattr(_STATE, "skip", False)
+    _STATE.skip = True
+    try:
+        yield
+    finally:
+        _STATE.skip = old
+
+
+def param_grads_wanted() -> bool:
+    return not getattr(_STATE, "skip", False)
+
+
+class _SiluLinear(Function):
+    @staticmethod
+    def forward(ctx, x, *wb):
+        n = len(wb) // 2
+        ctx.n = n
+        ctx.save_for_backward(x, *wb)
+        a = F.silu(x)
+        width = x.shape[1] // n
+        outs = []
+        for k in range(n):
+            w, b = wb[2 * k], wb[2 * k + 1]
+            chunk = a[:, k * width:(k + 1) * width]
+            outs.append(torch.addmm(b, chunk, w.t()) if b is not None else chunk @ w.t())
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *gys):
+        x, *wb = ctx.saved_tensors
+        return _SiluLinearGrad.apply(ctx.n, x, *wb, *gys)
+
+
+def _chunks_grad(gys, ws, rows, width, like):
+    parts = [gy @ w if gy is not None else like.new_zeros(rows, width) for gy, w in zip(gys, ws)]
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+
+class _SiluLinearGrad(Function):
+    @staticmethod
+    def forward(ctx, n, x, *rest):
+        wb, gys = rest[:2 * n], rest[2 * n:]
+        ctx.n = n
+        ctx.save_for_backward(x, *wb, *[g if g is not None else None for g in gys])
+        ws, bs = wb[0::2], wb[1::2]
+        width = x.shape[1] // n
+        g_a = _chunks_grad(gys, ws, x.shape[0], width, x)
+        gx = torch.ops.aten.silu_backward(g_a, x)
+        out = [gx]
+        want = param_grads_wanted()
+        a = F.silu(x) if want else None
+        for k, (gy, b) in enumerate(zip(gys, bs)):
+            if not want or gy is None:
+                out += [None, None]
+                continue
+            out.append(gy.t() @ a[:, k * width:(k + 1) * width])
+            out.append(gy.sum(0) if b is not None else None)
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, ggx, *gg_wb):
+        n = ctx.n
+        x, *rest = ctx.saved_tensors
+        wb, gys = rest[:2 * n], rest[2 * n:]
+        ws, bs = wb[0::2], wb[1::2]
+        width = x.shape[1] // n
+        s = torch.sigmoid(x)
+        d1 = s * (1.0 + x * (1.0 - s))
+        d_x = torch.zeros_like(x)
+        d_gys = [None] * n
+        d_wb = [None] * (2 * n)
+        if ggx is not None:
+            gam = ggx * d1  # cotangent of the pre-activation gradient g_a
+            g_a = _chunks_grad(gys, ws, x.shape[0], width, x)
+            d2 = s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
+            d_x = d_x + ggx * g_a * d2
+            for k, (gy, w) in enumerate(zip(gys, ws)):
+                gam_k = gam[:, k * width:(k + 1) * width]
+                d_gys[k] = gam_k @ w.t()
+                if gy is not None:
+                    d_wb[2 * k] = gy.t() @ gam_k
+        a = None
+        for k, (gy, b) in enumerate(zip(gys, bs)):
+            gg_w, gg_b = gg_wb[2 * k], gg_wb[2 * k + 1]
+            sl = slice(k * width, (k + 1) * width)
+            if gg_w is not None:
+                a = F.silu(x) if a is None else a
+                term = a[:, sl] @ gg_w.t()
+                d_gys[k] = term if d_gys[k] is None else d_gys[k] + term
+                if gy is not None:
+                    d_x[:, sl] += (gy @ gg_w) * d1[:, sl]
+            if gg_b is not None and b is not None:
+                term = gg_b.expand(x.shape[0], -1)
+                d_gys[k] = term if d_gys[k] is None else d_gys[k] + term
+        return (None, d_x, *d_wb, *d_gys)
+
+
+def silu_linear(x: Tensor, weights: list[Tensor], biases: list[Tensor | None]) -> tuple:
+    """Split x (R, n·h) into n column chunks and return silu(chunk_k) @ W_kᵀ + b_k.
+
+    Saves only x (and, under create_graph, the incoming gradients): the activation is
+    recomputed from x where its value is needed, so neither silu(x) nor its gradient is
+    kept for the force-loss backward. Replaces SiLU followed by n Linear layers.
+    """
+    wb = []
+    for w, b in zip(weights, biases):
+        wb += [w, b]
+    return _SiluLinear.apply(x, *wb)

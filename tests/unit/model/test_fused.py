@@ -86,7 +86,43 @@ def test_basic_ops_second_order():
     assert gradgradcheck(lambda x: ops.gather(x, idx), (x,))
     assert gradgradcheck(lambda x: ops.scatter_sum(x, torch.tensor([1, 0, 1, 3, 3, 0]), 4), (x,))
     assert gradgradcheck(ops.silu, (x,))
-    assert gradgradcheck(lambda x: ops.silu_split(x, 1), (x,))
     torch.testing.assert_close(ops.silu(x), torch.nn.functional.silu(x))
-    a, b = ops.silu_split(x, 3)
-    torch.testing.assert_close(torch.cat([a, b], 1), torch.nn.functional.silu(x))
+
+
+@pytest.mark.parametrize("halves", [1, 2])
+def test_silu_linear(halves):
+    from matris.nn import ops
+
+    gen = torch.Generator().manual_seed(4)
+    h, d = 3, 2
+    x = _rand(5, halves * h, gen=gen).requires_grad_(True)
+    ws = [_rand(d, h, gen=gen).requires_grad_(True) for _ in range(halves)]
+    bs = [_rand(d, gen=gen).requires_grad_(True) if k == 0 else None for k in range(halves)]
+
+    def op(x, *ws):
+        return ops.silu_linear(x, list(ws), bs)
+
+    def ref(x, *ws):
+        a = torch.nn.functional.silu(x)
+        return tuple(torch.nn.functional.linear(a[:, k * h:(k + 1) * h], w, b)
+                     for k, (w, b) in enumerate(zip(ws, bs)))
+
+    for a, b in zip(op(x, *ws), ref(x, *ws)):
+        torch.testing.assert_close(a, b)
+    inputs = (x, *ws, *[b for b in bs if b is not None])
+
+    def op_all(x, *rest):
+        return ops.silu_linear(x, list(rest[:halves]), [rest[halves]] + [None] * (halves - 1))
+
+    assert gradcheck(op_all, inputs)
+    assert gradgradcheck(op_all, inputs)
+    # Skipping parameter gradients in the first backward keeps input gradients and the
+    # second-order parameter gradients exact.
+    with ops.no_param_grads():
+        gx = torch.autograd.grad(sum(o.sum() for o in op_all(*inputs)), x, create_graph=True)[0]
+    gx_ref = torch.autograd.grad(sum(o.sum() for o in ref(x, *ws)), x, create_graph=True)[0]
+    torch.testing.assert_close(gx, gx_ref)
+    g2 = torch.autograd.grad(gx.square().sum(), ws)
+    g2_ref = torch.autograd.grad(gx_ref.square().sum(), ws)
+    for a, b in zip(g2, g2_ref):
+        torch.testing.assert_close(a, b)
