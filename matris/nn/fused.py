@@ -26,11 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
-from matris.nn.ops import param_grads_wanted
+from matris.nn.ops import param_grads_wanted, row_chunks
+
 
 # --------------------------------------------------------------------------- helpers
-
-
 def _leaves(tensors):
     """Detached copies that require grad where the original is floating point."""
     out = []
@@ -98,13 +97,17 @@ class _GatedTail(Function):
         ctx.eps = eps
         ctx.save_for_backward(c, g, wc, bc, wg, bg)
         d = c.shape[-1]
-        if bc is not None:
-            nc = F.layer_norm(c, (d,), wc, bc, eps)
-            ng = F.layer_norm(g, (d,), wg, bg, eps)
-        else:
-            nc = c * torch.rsqrt(c.pow(2).mean(-1, keepdim=True) + eps) * wc
-            ng = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + eps) * wg
-        return F.silu(nc).mul_(torch.sigmoid(ng))
+        out = torch.empty_like(c)
+        for sl in row_chunks(c.shape[0]):
+            if bc is not None:
+                nc = F.layer_norm(c[sl], (d,), wc, bc, eps)
+                ng = F.layer_norm(g[sl], (d,), wg, bg, eps)
+            else:
+                cs, gs = c[sl], g[sl]
+                nc = cs * torch.rsqrt(cs.pow(2).mean(-1, keepdim=True) + eps) * wc
+                ng = gs * torch.rsqrt(gs.pow(2).mean(-1, keepdim=True) + eps) * wg
+            torch.mul(F.silu(nc), torch.sigmoid(ng), out=out[sl])
+        return out
 
     @staticmethod
     def backward(ctx, gy):
@@ -118,20 +121,47 @@ class _GatedTailGrad(Function):
     def forward(ctx, gy, c, g, wc, bc, wg, bg, eps):
         ctx.eps = eps
         ctx.save_for_backward(gy, c, g, wc, bc, wg, bg)
-        return _tail_first_order(gy, c, g, wc, bc, wg, bg, eps, params=param_grads_wanted())
+        want = param_grads_wanted()
+        gc, gg = torch.empty_like(c), torch.empty_like(g)
+        sums = [None] * 4
+        for sl in row_chunks(c.shape[0]):
+            res = _tail_first_order(gy[sl], c[sl], g[sl], wc, bc, wg, bg, eps, params=want)
+            gc[sl], gg[sl] = res[0], res[1]
+            sums = [a if b is None else (b if a is None else a + b)
+                    for a, b in zip(sums, res[2:])]
+        return (gc, gg, *sums)
 
     @staticmethod
     def backward(ctx, *grad_grads):
-        saved = ctx.saved_tensors
-        with torch.enable_grad():
-            leaves = _leaves(saved)
-            outs = _tail_first_order(*leaves, ctx.eps)
-            pairs = [(o, gg) for o, gg in zip(outs, grad_grads)
-                     if o is not None and gg is not None]
-            wrt = [x for x in leaves if x is not None]
-            res = iter(torch.autograd.grad([p[0] for p in pairs], wrt, [p[1] for p in pairs],
-                                           allow_unused=True) if pairs else [None] * len(wrt))
-        return (*[None if x is None else next(res) for x in leaves], None)
+        gy, c, g, *params = ctx.saved_tensors
+        rows = (gy, c, g)
+        d_rows = [torch.zeros_like(x) for x in rows]
+        d_params = [None if p is None else torch.zeros_like(p) for p in params]
+        # Rows are independent (LayerNorm is per row; parameter gradients are sums over
+        # rows), so the double backward runs on row chunks: its temporaries stay small.
+        for sl in row_chunks(c.shape[0]):
+            cot = [None if gg is None else gg[sl] for gg in grad_grads[:2]] + \
+                list(grad_grads[2:])
+            with torch.enable_grad():
+                r_leaves = [x[sl].detach().requires_grad_(True) for x in rows]
+                p_leaves = _leaves(params)
+                outs = _tail_first_order(*r_leaves, *p_leaves, ctx.eps)
+                pairs = [(o, gg) for o, gg in zip(outs, cot) if o is not None and gg is not None]
+                if not pairs:
+                    continue
+                wrt = r_leaves + [p for p in p_leaves if p is not None]
+                res = torch.autograd.grad([p[0] for p in pairs], wrt, [p[1] for p in pairs],
+                                          allow_unused=True)
+            for k, val in enumerate(res[:3]):
+                if val is not None:
+                    d_rows[k][sl] = val
+            it = iter(res[3:])
+            for k, p in enumerate(p_leaves):
+                if p is not None:
+                    val = next(it)
+                    if val is not None:
+                        d_params[k] += val
+        return (*d_rows, *d_params, None)
 
 
 def gated_tail(c: Tensor, g: Tensor, norm_c, norm_g) -> Tensor:
@@ -146,6 +176,11 @@ def gated_tail(c: Tensor, g: Tensor, norm_c, norm_g) -> Tensor:
 
 
 # --------------------------------------------------------------------------- attention
+
+
+def _weights(raw: Tensor, env: Tensor | None, bound: float) -> Tensor:
+    w = torch.exp(torch.tanh(raw * (1.0 / bound)) * bound)
+    return w.mul_(env) if env is not None else w
 
 
 def smooth_attention_reference(raw, env, m, src, idx_t, idx_s, n_out: int, bound: float):
@@ -169,18 +204,20 @@ class _SmoothAttention(Function):
         ctx.meta = (src, idx_t, idx_s, n_out, bound)
         ctx.save_for_backward(raw, env, m)
         d = m.shape[1]
-        w = torch.exp(torch.tanh(raw * (1.0 / bound)) * bound)
-        if env is not None:
-            w.mul_(env)
-        if src is not None:
-            w = w.index_select(0, src)
         out = m.new_zeros(n_out, 4 * d)
-        out[:, d:2 * d].index_add_(0, idx_t, w[:, :d])
-        out[:, 3 * d:].index_add_(0, idx_s, w[:, d:])
-        w[:, :d].mul_(m)
-        w[:, d:].mul_(m)
-        out[:, :d].index_add_(0, idx_t, w[:, :d])
-        out[:, 2 * d:3 * d].index_add_(0, idx_s, w[:, d:])
+        w_src = _weights(raw, env, bound) if src is not None else None
+        for sl in row_chunks(m.shape[0]):
+            if src is None:
+                w = _weights(raw[sl], None if env is None else env[sl], bound)
+            else:
+                w = w_src.index_select(0, src[sl])
+            it, is_, ms = idx_t[sl], idx_s[sl], m[sl]
+            out[:, d:2 * d].index_add_(0, it, w[:, :d])
+            out[:, 3 * d:].index_add_(0, is_, w[:, d:])
+            w[:, :d].mul_(ms)
+            w[:, d:].mul_(ms)
+            out[:, :d].index_add_(0, it, w[:, :d])
+            out[:, 2 * d:3 * d].index_add_(0, is_, w[:, d:])
         return out
 
     @staticmethod
@@ -196,31 +233,62 @@ class _SmoothAttentionGrad(Function):
         ctx.meta = (src, idx_t, idx_s, n_out, bound)
         ctx.save_for_backward(gout, raw, env, m)
         d = m.shape[1]
-        th = torch.tanh(raw * (1.0 / bound))
-        e = torch.exp(th * bound)  # (S, 2D)
-        w = e * env if env is not None else e
         gn_t, gd_t, gn_s, gd_s = gout.split(d, dim=1)
-        # Per-row cotangents of the weights (rows of m), then reduce to source rows.
-        g_wt = torch.addcmul(gd_t.index_select(0, idx_t), m, gn_t.index_select(0, idx_t))
-        g_ws = torch.addcmul(gd_s.index_select(0, idx_s), m, gn_s.index_select(0, idx_s))
-        g_w = torch.cat([g_wt, g_ws], dim=1)
-        wr = w.index_select(0, src) if src is not None else w
-        g_m = wr[:, :d] * gn_t.index_select(0, idx_t)
-        g_m.addcmul_(wr[:, d:], gn_s.index_select(0, idx_s))
+        g_m = torch.empty_like(m)
+        if src is None:
+            g_raw = torch.empty_like(raw)
+            g_env = torch.empty_like(env) if env is not None else None
+        else:
+            th_src = torch.tanh(raw * (1.0 / bound))
+            e_src = torch.exp(th_src * bound)
+            w_src = e_src * env if env is not None else e_src
+            g_w_src = torch.zeros_like(raw)
+        for sl in row_chunks(m.shape[0]):
+            it, is_, ms = idx_t[sl], idx_s[sl], m[sl]
+            nt, ns = gn_t.index_select(0, it), gn_s.index_select(0, is_)
+            # Per-row cotangents of the weights (rows of m).
+            g_w = torch.cat([torch.addcmul(gd_t.index_select(0, it), ms, nt),
+                             torch.addcmul(gd_s.index_select(0, is_), ms, ns)], dim=1)
+            if src is None:
+                th = torch.tanh(raw[sl] * (1.0 / bound))
+                e = torch.exp(th * bound)
+                w = e * env[sl] if env is not None else e
+                if env is not None:
+                    g_env[sl] = (g_w * e).sum(1, keepdim=True)
+                # ∂w/∂raw = w·(1 − th²)
+                torch.mul(g_w * w, 1.0 - th * th, out=g_raw[sl])
+            else:
+                w = w_src.index_select(0, src[sl])
+                g_w_src.index_add_(0, src[sl], g_w)
+            torch.mul(w[:, :d], nt, out=g_m[sl])
+            g_m[sl].addcmul_(w[:, d:], ns)
         if src is not None:
-            g_w = g_w.new_zeros(w.shape).index_add_(0, src, g_w)
-        g_e = g_w * env if env is not None else g_w  # ∂/∂e of w = env·e
-        g_env = (g_w * e).sum(1, keepdim=True) if env is not None else None
-        g_raw = g_e * e * (1.0 - th * th)
+            g_env = (g_w_src * e_src).sum(1, keepdim=True) if env is not None else None
+            g_raw = g_w_src * w_src * (1.0 - th_src * th_src)
         return g_raw, g_env, g_m
 
     @staticmethod
     def backward(ctx, gg_raw, gg_env, gg_m):
         gout, raw, env, m = ctx.saved_tensors
         src, idx_t, idx_s, n_out, bound = ctx.meta
-        res = _smooth_attention_double(gout, raw, env, m, src, idx_t, idx_s, n_out, bound,
-                                       gg_raw, gg_env, gg_m)
-        return (*res, None, None, None, None, None)
+        if src is not None:  # edge rows gathering bond rows: one piece (E ≪ A)
+            res = _smooth_attention_double(gout, raw, env, m, src, idx_t, idx_s, n_out, bound,
+                                           gg_raw, gg_env, gg_m)
+            return (*res, None, None, None, None, None)
+        # Angle rows are independent given gout: run on row chunks (small temporaries).
+        d_gout = torch.zeros_like(gout)
+        d_raw, d_m = torch.zeros_like(raw), torch.zeros_like(m)
+        d_env = torch.zeros_like(env) if env is not None else None
+        for sl in row_chunks(m.shape[0]):
+            part = _smooth_attention_double(
+                gout, raw[sl], None if env is None else env[sl], m[sl], None, idx_t[sl],
+                idx_s[sl], n_out, bound, *(None if x is None else x[sl]
+                                           for x in (gg_raw, gg_env, gg_m)))
+            d_gout += part[0]
+            for out, val in ((d_raw, part[1]), (d_env, part[2]), (d_m, part[3])):
+                if out is not None and val is not None:
+                    out[sl] = val
+        return d_gout, d_raw, d_env, d_m, None, None, None, None, None
 
 
 def _smooth_attention_double(gout, raw, env, m, src, idx_t, idx_s, n_out, bound,

@@ -18,6 +18,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
+CHUNK_ROWS = 4096  # rows per chunk: temporaries of the fused ops stay cache-sized
+
+
+def row_chunks(n: int, size: int | None = None):
+    """Slices covering range(n) in pieces of `size` (default `CHUNK_ROWS`) rows."""
+    size = size or CHUNK_ROWS
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
 
 class _Gather(Function):
     @staticmethod
@@ -120,13 +129,17 @@ class _SiluLinear(Function):
         n = len(wb) // 2
         ctx.n = n
         ctx.save_for_backward(x, *wb)
-        a = F.silu(x)
         width = x.shape[1] // n
-        outs = []
-        for k in range(n):
-            w, b = wb[2 * k], wb[2 * k + 1]
-            chunk = a[:, k * width:(k + 1) * width]
-            outs.append(torch.addmm(b, chunk, w.t()) if b is not None else chunk @ w.t())
+        outs = [x.new_empty(x.shape[0], wb[2 * k].shape[0]) for k in range(n)]
+        for sl in row_chunks(x.shape[0]):
+            a = F.silu(x[sl])
+            for k in range(n):
+                w, b = wb[2 * k], wb[2 * k + 1]
+                chunk = a[:, k * width:(k + 1) * width]
+                if b is not None:
+                    torch.addmm(b, chunk, w.t(), out=outs[k][sl])
+                else:
+                    torch.mm(chunk, w.t(), out=outs[k][sl])
         return tuple(outs)
 
     @staticmethod
@@ -135,8 +148,9 @@ class _SiluLinear(Function):
         return _SiluLinearGrad.apply(ctx.n, x, *wb, *gys)
 
 
-def _chunks_grad(gys, ws, rows, width, like):
-    parts = [gy @ w if gy is not None else like.new_zeros(rows, width) for gy, w in zip(gys, ws)]
+def _pre_grad(gys, ws, sl):
+    """Gradient of the activation on rows `sl`: [gy_k @ W_k]_k concatenated."""
+    parts = [gy[sl] @ w for gy, w in zip(gys, ws)]
     return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
@@ -145,20 +159,22 @@ class _SiluLinearGrad(Function):
     def forward(ctx, n, x, *rest):
         wb, gys = rest[:2 * n], rest[2 * n:]
         ctx.n = n
-        ctx.save_for_backward(x, *wb, *[g if g is not None else None for g in gys])
+        ctx.save_for_backward(x, *wb, *gys)
         ws, bs = wb[0::2], wb[1::2]
         width = x.shape[1] // n
-        g_a = _chunks_grad(gys, ws, x.shape[0], width, x)
-        gx = torch.ops.aten.silu_backward(g_a, x)
-        out = [gx]
         want = param_grads_wanted()
-        a = F.silu(x) if want else None
-        for k, (gy, b) in enumerate(zip(gys, bs)):
-            if not want or gy is None:
-                out += [None, None]
-                continue
-            out.append(gy.t() @ a[:, k * width:(k + 1) * width])
-            out.append(gy.sum(0) if b is not None else None)
+        gx = torch.empty_like(x)
+        g_ws = [torch.zeros_like(w) if want else None for w in ws]
+        for sl in row_chunks(x.shape[0]):
+            xs = x[sl]
+            torch.ops.aten.silu_backward.grad_input(_pre_grad(gys, ws, sl), xs, grad_input=gx[sl])
+            if want:
+                a = F.silu(xs)
+                for k, gy in enumerate(gys):
+                    g_ws[k].addmm_(gy[sl].t(), a[:, k * width:(k + 1) * width])
+        out = [gx]
+        for g_w, gy, b in zip(g_ws, gys, bs):
+            out += [g_w, gy.sum(0) if want and b is not None else None]
         return tuple(out)
 
     @staticmethod
@@ -168,34 +184,35 @@ class _SiluLinearGrad(Function):
         wb, gys = rest[:2 * n], rest[2 * n:]
         ws, bs = wb[0::2], wb[1::2]
         width = x.shape[1] // n
-        s = torch.sigmoid(x)
-        d1 = s * (1.0 + x * (1.0 - s))
         d_x = torch.zeros_like(x)
-        d_gys = [None] * n
-        d_wb = [None] * (2 * n)
-        if ggx is not None:
-            gam = ggx * d1  # cotangent of the pre-activation gradient g_a
-            g_a = _chunks_grad(gys, ws, x.shape[0], width, x)
-            d2 = s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
-            d_x = d_x + ggx * g_a * d2
-            for k, (gy, w) in enumerate(zip(gys, ws)):
-                gam_k = gam[:, k * width:(k + 1) * width]
-                d_gys[k] = gam_k @ w.t()
-                if gy is not None:
-                    d_wb[2 * k] = gy.t() @ gam_k
-        a = None
-        for k, (gy, b) in enumerate(zip(gys, bs)):
-            gg_w, gg_b = gg_wb[2 * k], gg_wb[2 * k + 1]
-            sl = slice(k * width, (k + 1) * width)
-            if gg_w is not None:
-                a = F.silu(x) if a is None else a
-                term = a[:, sl] @ gg_w.t()
-                d_gys[k] = term if d_gys[k] is None else d_gys[k] + term
-                if gy is not None:
-                    d_x[:, sl] += (gy @ gg_w) * d1[:, sl]
-            if gg_b is not None and b is not None:
-                term = gg_b.expand(x.shape[0], -1)
-                d_gys[k] = term if d_gys[k] is None else d_gys[k] + term
+        d_gys = [torch.zeros_like(gy) for gy in gys]
+        d_ws = [torch.zeros_like(w) if ggx is not None else None for w in ws]
+        for sl in row_chunks(x.shape[0]):
+            xs = x[sl]
+            s = torch.sigmoid(xs)
+            d1 = s * (1.0 + xs * (1.0 - s))
+            a = None
+            if ggx is not None:
+                ggs = ggx[sl]
+                gam = ggs * d1  # cotangent of the pre-activation gradient g_a
+                d2 = s * (1.0 - s) * (2.0 + xs * (1.0 - 2.0 * s))
+                d_x[sl] += ggs * _pre_grad(gys, ws, sl) * d2
+                for k, (gy, w) in enumerate(zip(gys, ws)):
+                    gam_k = gam[:, k * width:(k + 1) * width]
+                    d_gys[k][sl] += gam_k @ w.t()
+                    d_ws[k].addmm_(gy[sl].t(), gam_k)
+            for k, (gy, b) in enumerate(zip(gys, bs)):
+                gg_w, gg_b = gg_wb[2 * k], gg_wb[2 * k + 1]
+                cols = slice(k * width, (k + 1) * width)
+                if gg_w is not None:
+                    a = F.silu(xs) if a is None else a
+                    d_gys[k][sl] += a[:, cols] @ gg_w.t()
+                    d_x[sl, cols] += (gy[sl] @ gg_w) * d1[:, cols]
+                if gg_b is not None and b is not None:
+                    d_gys[k][sl] += gg_b
+        d_wb = []
+        for d_w in d_ws:
+            d_wb += [d_w, None]
         return (None, d_x, *d_wb, *d_gys)
 
 

@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from matris.nn import fused
+from matris.nn import fused, ops
+
+
+@pytest.fixture(autouse=True, params=[4096, 3], ids=["one_chunk", "chunks_of_3"])
+def chunk_rows(request, monkeypatch):
+    """Run every check with one row chunk and with many (double backward chunking)."""
+    monkeypatch.setattr(ops, "CHUNK_ROWS", request.param)
 
 
 def _rand(*shape, gen):
@@ -78,7 +84,7 @@ def test_gather_mul_scatter():
 
 
 def test_basic_ops_second_order():
-    from matris.nn import ops
+
 
     gen = torch.Generator().manual_seed(3)
     x = _rand(6, 4, gen=gen).requires_grad_(True)
@@ -91,7 +97,7 @@ def test_basic_ops_second_order():
 
 @pytest.mark.parametrize("halves", [1, 2])
 def test_silu_linear(halves):
-    from matris.nn import ops
+
 
     gen = torch.Generator().manual_seed(4)
     h, d = 3, 2

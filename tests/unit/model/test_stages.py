@@ -121,3 +121,29 @@ def test_checkpointed_blocks_same_forces(setup):
     ck = compute_outputs(model, graph, stress=True, checkpoint=True)
     for key in ("energy", "forces", "stress"):
         torch.testing.assert_close(ck[key], ref[key], rtol=0, atol=1e-14)
+
+
+def test_row_chunking_does_not_change_results(setup, monkeypatch):
+    """Fused ops process rows in chunks; any chunk size gives the same training
+    gradients (forces, stress and second-order parameter gradients)."""
+    from matris.nn import ops
+
+    model, graph = setup
+
+    def grads():
+        model.zero_grad()
+        out = compute_outputs(model, graph, stress=True, create_graph=True)
+        loss = out["energy"].square().sum() + out["forces"].square().sum() \
+            + out["stress"].square().sum()
+        loss.backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters()
+                     if p.grad is not None}
+
+    ref_out, ref_grads = grads()
+    monkeypatch.setattr(ops, "CHUNK_ROWS", 7)
+    out, g = grads()
+    for k in ("energy", "forces", "stress"):
+        torch.testing.assert_close(out[k], ref_out[k], rtol=1e-12, atol=1e-14)
+    assert g.keys() == ref_grads.keys()
+    for k in g:
+        torch.testing.assert_close(g[k], ref_grads[k], rtol=1e-10, atol=1e-13)
