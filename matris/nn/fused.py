@@ -9,10 +9,11 @@ here is a pair of autograd Functions:
   its inputs;
 - ``_Op.backward`` applies ``_OpGrad``, whose forward evaluates analytic first
   derivatives (again saving only inputs and the incoming gradient);
-- ``_OpGrad.backward`` (the double backward) is written in closed form (attention,
-  envelope scatter) or, for the gated tail, as one autograd pass over the recorded
-  first-derivative formulas (LayerNorm's backward is itself twice differentiable). It
-  runs once per op in the final backward and its memory is transient.
+- ``_OpGrad.backward`` (the double backward) is written in closed form. It runs once
+  per op in the final backward and its memory is transient.
+
+All three passes work on row chunks (`matris.nn.ops.CHUNK_ROWS`): temporaries stay
+small, which keeps the heap from fragmenting and the data in cache.
 
 GEMMs stay outside these ops, so nothing expensive is recomputed. Every op is checked
 against its reference with gradcheck and gradgradcheck (tests/unit/model/test_fused.py).
@@ -28,19 +29,7 @@ from torch.autograd import Function
 
 from matris.nn.ops import param_grads_wanted, row_chunks
 
-
 # --------------------------------------------------------------------------- helpers
-def _leaves(tensors):
-    """Detached copies that require grad where the original is floating point."""
-    out = []
-    for t in tensors:
-        if isinstance(t, Tensor) and t.is_floating_point():
-            out.append(t.detach().requires_grad_(True))
-        else:
-            out.append(t)
-    return out
-
-
 # --------------------------------------------------------------------------- gated tail
 
 
@@ -133,35 +122,97 @@ class _GatedTailGrad(Function):
 
     @staticmethod
     def backward(ctx, *grad_grads):
-        gy, c, g, *params = ctx.saved_tensors
-        rows = (gy, c, g)
-        d_rows = [torch.zeros_like(x) for x in rows]
-        d_params = [None if p is None else torch.zeros_like(p) for p in params]
-        # Rows are independent (LayerNorm is per row; parameter gradients are sums over
-        # rows), so the double backward runs on row chunks: its temporaries stay small.
+        gy, c, g, wc, bc, wg, bg = ctx.saved_tensors
+        gg_rows, gg_params = grad_grads[:2], grad_grads[2:]
+        d_gy, d_c, d_g = (torch.empty_like(x) for x in (gy, c, g))
+        d_params = [None if p is None else torch.zeros_like(p) for p in (wc, bc, wg, bg)]
+        # Rows are independent (norms act per row; parameter gradients sum over rows).
         for sl in row_chunks(c.shape[0]):
-            cot = [None if gg is None else gg[sl] for gg in grad_grads[:2]] + \
-                list(grad_grads[2:])
-            with torch.enable_grad():
-                r_leaves = [x[sl].detach().requires_grad_(True) for x in rows]
-                p_leaves = _leaves(params)
-                outs = _tail_first_order(*r_leaves, *p_leaves, ctx.eps)
-                pairs = [(o, gg) for o, gg in zip(outs, cot) if o is not None and gg is not None]
-                if not pairs:
-                    continue
-                wrt = r_leaves + [p for p in p_leaves if p is not None]
-                res = torch.autograd.grad([p[0] for p in pairs], wrt, [p[1] for p in pairs],
-                                          allow_unused=True)
-            for k, val in enumerate(res[:3]):
-                if val is not None:
-                    d_rows[k][sl] = val
-            it = iter(res[3:])
-            for k, p in enumerate(p_leaves):
-                if p is not None:
-                    val = next(it)
-                    if val is not None:
-                        d_params[k] += val
-        return (*d_rows, *d_params, None)
+            rows = _tail_double(gy[sl], c[sl], g[sl], wc, bc, wg, bg, ctx.eps,
+                                *(None if x is None else x[sl] for x in gg_rows),
+                                *gg_params)
+            d_gy[sl], d_c[sl], d_g[sl] = rows[:3]
+            for k, val in enumerate(rows[3:]):
+                if d_params[k] is not None:
+                    d_params[k] += val
+        return (d_gy, d_c, d_g, *d_params, None)
+
+
+def _norm_stats(x: Tensor, layernorm: bool, eps: float):
+    """(x̂, rstd) per row of LayerNorm (centred) or RMSNorm."""
+    if layernorm:
+        xc = x - x.mean(-1, keepdim=True)
+        r = torch.rsqrt(xc.pow(2).mean(-1, keepdim=True) + eps)
+        return xc * r, r
+    r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return x * r, r
+
+
+def _proj(z: Tensor, xhat: Tensor, layernorm: bool) -> Tensor:
+    """P(z) = z − mean(z) − x̂·mean(x̂ z) (RMSNorm: no mean term); self-adjoint, and the
+    norm's Jacobian is ∂x̂/∂x = rstd·P."""
+    out = z - xhat * (xhat * z).mean(-1, keepdim=True)
+    return out - z.mean(-1, keepdim=True) if layernorm else out
+
+
+def _tail_double(gy, c, g, wc, bc, wg, bg, eps, gg_c, gg_g, gg_wc, gg_bc, gg_wg, gg_bg):
+    """Closed-form VJP of (gy, c, g, θ) ↦ (gc, gg, g_wc, g_bc, g_wg, g_bg).
+
+    With x̂ = norm(x), u = x̂·w + b (core: silu, gate: sigmoid), gu = gy·σ(v)·silu'(u),
+    gv = gy·silu(u)·σ'(v), and the norm backward gx = r·P(gu·w). Returns the gradients
+    for gy, c, g, wc, bc, wg, bg (parameter ones summed over the rows given).
+    """
+    ln = bc is not None
+    d = c.shape[-1]
+    ch, rc = _norm_stats(c, ln, eps)
+    gh, rg = _norm_stats(g, ln, eps)
+    u = ch * wc + bc if ln else ch * wc
+    v = gh * wg + bg if ln else gh * wg
+    su = torch.sigmoid(u)
+    s1 = u * su
+    d1u = su * (1.0 + u * (1.0 - su))
+    s2 = torch.sigmoid(v)
+    d1v = s2 * (1.0 - s2)
+    gu = gy * s2 * d1u
+    gv = gy * s1 * d1v
+    out = []
+    # Norm backward gx = r·P(gx̂), gx̂ = gu·w: cotangents of gu and x (and w), per branch.
+    branch = []
+    for gg_x, gg_w, gg_b, xh, r, w, gq in ((gg_c, gg_wc, gg_bc, ch, rc, wc, gu),
+                                           (gg_g, gg_wg, gg_bg, gh, rg, wg, gv)):
+        gam_q = torch.zeros_like(gq)
+        gam_x = torch.zeros_like(xh)
+        gam_w = torch.zeros_like(w)
+        if gg_x is not None:
+            pg = r * _proj(gg_x, xh, ln)
+            gam_q = gam_q + pg * w
+            gam_w = gam_w + (gq * pg).sum(0)
+            gxh = gq * w
+            bb = (gxh * xh).mean(-1, keepdim=True)
+            s1_ = (gg_x * _proj(gxh, xh, ln)).sum(-1, keepdim=True)
+            s2_ = (gg_x * xh).sum(-1, keepdim=True)
+            z = -(r * s2_ / d) * gxh - r * bb * gg_x
+            gam_x = gam_x - (r * r * s1_ / d) * xh + r * _proj(z, xh, ln)
+        if gg_w is not None:  # g_w = Σ gq·x̂
+            gam_q = gam_q + gg_w * xh
+            gam_x = gam_x + r * _proj(gg_w * gq, xh, ln)
+        if gg_b is not None:  # g_b = Σ gq
+            gam_q = gam_q + gg_b
+        branch.append((gam_q, gam_x, gam_w))
+    (gam_gu, gam_c, gam_wc), (gam_gv, gam_g, gam_wg) = branch
+    d2u = su * (1.0 - su) * (2.0 + u * (1.0 - 2.0 * su))
+    d2v = d1v * (1.0 - 2.0 * s2)
+    out.append(gam_gu * s2 * d1u + gam_gv * s1 * d1v)  # gy
+    gam_u = gy * (gam_gu * s2 * d2u + gam_gv * d1v * d1u)
+    gam_v = gy * (gam_gu * d1u * d1v + gam_gv * s1 * d2v)
+    # u = x̂·w + b: back to c, w, b (same for v and g).
+    out.append(gam_c + rc * _proj(gam_u * wc, ch, ln))
+    out.append(gam_g + rg * _proj(gam_v * wg, gh, ln))
+    out.append(gam_wc + (gam_u * ch).sum(0))
+    out.append(gam_u.sum(0) if ln else None)
+    out.append(gam_wg + (gam_v * gh).sum(0))
+    out.append(gam_v.sum(0) if ln else None)
+    return out
 
 
 def gated_tail(c: Tensor, g: Tensor, norm_c, norm_g) -> Tensor:
