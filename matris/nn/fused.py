@@ -175,39 +175,45 @@ def _tail_double(gy, c, g, wc, bc, wg, bg, eps, gg_c, gg_g, gg_wc, gg_bc, gg_wg,
     d1v = s2 * (1.0 - s2)
     gu = gy * s2 * d1u
     gv = gy * s1 * d1v
-    out = []
-    # Norm backward gx = r·P(gx̂), gx̂ = gu·w: cotangents of gu and x (and w), per branch.
+    # Norm backward gx = r·P(gx̂), gx̂ = gu·w. Per branch: cotangent of gu (gam_q), the
+    # parts of the x cotangent that do not depend on the gate (terms multiplying x̂ and
+    # the argument of the final projection), and of w.
     branch = []
     for gg_x, gg_w, gg_b, xh, r, w, gq in ((gg_c, gg_wc, gg_bc, ch, rc, wc, gu),
                                            (gg_g, gg_wg, gg_bg, gh, rg, wg, gv)):
         gam_q = torch.zeros_like(gq)
-        gam_x = torch.zeros_like(xh)
+        coef_xh = None  # multiplies x̂ in the x cotangent
+        arg = None  # the x cotangent gets r·P(arg)
         gam_w = torch.zeros_like(w)
         if gg_x is not None:
-            pg = r * _proj(gg_x, xh, ln)
+            pg = r * _proj(gg_x, xh, ln)  # P is self-adjoint
             gam_q = gam_q + pg * w
             gam_w = gam_w + (gq * pg).sum(0)
             gxh = gq * w
-            bb = (gxh * xh).mean(-1, keepdim=True)
-            s1_ = (gg_x * _proj(gxh, xh, ln)).sum(-1, keepdim=True)
+            s1_ = (pg * gxh).sum(-1, keepdim=True) / r  # ⟨Γ, P(gx̂)⟩
             s2_ = (gg_x * xh).sum(-1, keepdim=True)
-            z = -(r * s2_ / d) * gxh - r * bb * gg_x
-            gam_x = gam_x - (r * r * s1_ / d) * xh + r * _proj(z, xh, ln)
+            bb = (gxh * xh).mean(-1, keepdim=True)
+            coef_xh = -(r * r / d) * s1_
+            arg = -(r / d) * s2_ * gxh - (r * bb) * gg_x
         if gg_w is not None:  # g_w = Σ gq·x̂
             gam_q = gam_q + gg_w * xh
-            gam_x = gam_x + r * _proj(gg_w * gq, xh, ln)
+            term = gg_w * gq
+            arg = term if arg is None else arg + term
         if gg_b is not None:  # g_b = Σ gq
             gam_q = gam_q + gg_b
-        branch.append((gam_q, gam_x, gam_w))
-    (gam_gu, gam_c, gam_wc), (gam_gv, gam_g, gam_wg) = branch
+        branch.append((gam_q, coef_xh, arg, gam_w))
+    (gam_gu, cx_c, arg_c, gam_wc), (gam_gv, cx_g, arg_g, gam_wg) = branch
     d2u = su * (1.0 - su) * (2.0 + u * (1.0 - 2.0 * su))
     d2v = d1v * (1.0 - 2.0 * s2)
-    out.append(gam_gu * s2 * d1u + gam_gv * s1 * d1v)  # gy
+    out = [gam_gu * s2 * d1u + gam_gv * s1 * d1v]  # gy
     gam_u = gy * (gam_gu * s2 * d2u + gam_gv * d1v * d1u)
     gam_v = gy * (gam_gu * d1u * d1v + gam_gv * s1 * d2v)
-    # u = x̂·w + b: back to c, w, b (same for v and g).
-    out.append(gam_c + rc * _proj(gam_u * wc, ch, ln))
-    out.append(gam_g + rg * _proj(gam_v * wg, gh, ln))
+    # u = x̂·w + b: back to x through one projection per branch (same for v and g).
+    for gam_lin, w, xh, r, cx, arg in ((gam_u, wc, ch, rc, cx_c, arg_c),
+                                       (gam_v, wg, gh, rg, cx_g, arg_g)):
+        total = gam_lin * w if arg is None else arg + gam_lin * w
+        gx = r * _proj(total, xh, ln)
+        out.append(gx if cx is None else gx + cx * xh)
     out.append(gam_wc + (gam_u * ch).sum(0))
     out.append(gam_u.sum(0) if ln else None)
     out.append(gam_wg + (gam_v * gh).sum(0))
