@@ -165,7 +165,14 @@ class CappedDepthFirst(Policy):
 
 class UnitOneFOneB(Policy):
     """1F1B over (P1+P2, P3+P4) units; ``warmup[s]`` forward units before the first
-    backward unit on stage s. Only for placements with one stage per rank."""
+    backward unit on stage s. Only for placements with one stage per rank.
+
+    ``strict`` additionally refuses a forward unit while ``warmup`` P1 graphs are alive
+    (1F1B's memory guarantee taken literally: a forward waits until a backward unit has
+    *finished*). On the four-phase path a backward unit spans a round trip, so this
+    starves the pipeline (bubble 66–82 % at P = 8, M ≥ 16, w = P, toy profiles); the
+    generator does not use it.
+    """
 
     def __init__(self, prog: Program, warmup: list[int], strict: bool = False):
         self.prog, self.strict, self.warmup = prog, strict, warmup
@@ -180,8 +187,9 @@ class UnitOneFOneB(Policy):
                     units.append(("F", w + j))
             self.seq[s] = units
         self.ptr = dict.fromkeys(range(prog.num_stages), 0)
-        first_fwd = Kind.P1
-        self.starts = {first_fwd: "F", Kind.P34: "B",
+        # The action that starts each unit: P1 (forward); P3, or F34 at a fused last
+        # stage, (backward); energy-only programs have P1 / P4 units.
+        self.starts = {Kind.P1: "F", Kind.P34: "B",
                        (Kind.P3 if prog.four_phase else Kind.P4): "B"}
 
     def _unit_start(self, a: Action) -> str | None:

@@ -79,12 +79,13 @@ def test_hanayo4_wave_placement():
     assert prog.device_of(prog.last_stage) == 0  # every sweep ends back on rank 0
 
 
-def test_hanayo4_halves_symfold_bubble_at_equal_costs():
-    cm = uniform(4)
-    h = simulate(make_schedule("hanayo4", 4, 8, cm), cm)
-    s = simulate(make_schedule("symfold", 4, 8, cm), cm)
-    assert h.bubble == pytest.approx((4 - 1) / (4 * 8 + 4 - 1))
-    assert h.bubble < s.bubble
+@pytest.mark.parametrize("P, k", [(2, 1), (2, 3), (3, 2), (4, 2), (6, 2)])
+def test_hanayo4_halves_symfold_bubble_at_equal_costs(P, k):
+    """M a multiple of P: (P−1)/(4M+P−1), half of symfold's (P−1)/(2M+P−1)."""
+    M = k * P
+    cm = uniform(P)
+    h = simulate(make_schedule("hanayo4", P, M, cm), cm)
+    assert h.bubble == pytest.approx((P - 1) / (4 * M + P - 1))
 
 
 def test_symfold_split_places_w_after_critical_work():
