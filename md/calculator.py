@@ -45,10 +45,11 @@ class MatRISCalculator(Calculator):
         unseen_elements: "error" (default), "warn" or "allow" for elements missing from
             the model's training data (zero reference energy); see `matris.md.validate`.
         checkpoint: recompute interaction blocks during the force backward (less memory,
-            ~1.3-3x more time on CPU): True, False, or "auto" (default): off while the
-            estimated activation memory (`activation_bytes`) stays below
-            `checkpoint_budget_gb`, on above it.
-        checkpoint_budget_gb: memory budget of the "auto" rule, GB (default 3).
+            up to ~3x more time on CPU): True, False, or "auto" (default): off while the
+            estimated activation memory (`activation_bytes`) stays below the budget,
+            on above it.
+        checkpoint_budget_gb: budget of the "auto" rule in GB; None (default) = half of
+            the memory available on the device at each evaluation.
         **kwargs: passed to `ase.calculators.calculator.Calculator`.
 
     Attributes:
@@ -63,7 +64,7 @@ class MatRISCalculator(Calculator):
     def __init__(self, model: MatRIS | str | os.PathLike, device: str = "auto",
                  dtype: str = "float32", skin: float = 1.0, compile: bool | str = False,
                  unseen_elements: str = "error", checkpoint: bool | str = "auto",
-                 checkpoint_budget_gb: float = 3.0, **kwargs):
+                 checkpoint_budget_gb: float | None = None, **kwargs):
         super().__init__(**kwargs)
         if unseen_elements not in UNSEEN_POLICIES:
             raise ValueError(f"unseen_elements must be one of {list(UNSEEN_POLICIES)}, "
@@ -78,7 +79,7 @@ class MatRISCalculator(Calculator):
         if checkpoint not in (True, False, "auto"):
             raise ValueError(f"checkpoint must be True, False or 'auto', got {checkpoint!r}")
         self.checkpoint = checkpoint
-        self.checkpoint_budget_gb = float(checkpoint_budget_gb)
+        self.checkpoint_budget_gb = checkpoint_budget_gb
         self.known_elements = known_elements(
             self.model.reference_energies.detach().cpu().numpy(), cfg.max_z)
         props = list(type(self).implemented_properties)
@@ -146,7 +147,9 @@ class MatRISCalculator(Calculator):
         if self.checkpoint != "auto":
             return bool(self.checkpoint)
         need = activation_bytes(self.model.config, graph.n_angles, self.dtype)
-        return need > self.checkpoint_budget_gb * 2**30
+        if self.checkpoint_budget_gb is not None:
+            return need > self.checkpoint_budget_gb * 2**30
+        return need > 0.5 * available_bytes(self.device)
 
     def _arrays(self, atoms: Atoms):
         return atoms_arrays(atoms, self.model.config.max_z, self.known_elements,
@@ -159,6 +162,21 @@ def activation_bytes(config, n_angles: int, dtype: torch.dtype) -> float:
     dominate), doubled in float64."""
     per = 150.0 * (2.0 if dtype == torch.float64 else 1.0)
     return per * n_angles * config.width * config.num_blocks
+
+
+def available_bytes(device: torch.device) -> float:
+    """Free memory on `device`: CUDA's free memory, or Linux MemAvailable for the CPU
+    (inf when unknown, i.e. never checkpoint by default)."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024.0
+    except OSError:
+        pass
+    return float("inf")
 
 
 def _chunks(sizes: list[int], limit: int) -> list[list[int]]:

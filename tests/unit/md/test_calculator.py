@@ -130,3 +130,18 @@ def test_batch_evaluate_names_the_bad_structure(model):
     bad.positions[2, 1] = np.nan
     with pytest.raises(ValueError, match="structure 1: non-finite"):
         calc.batch_evaluate([si_cell(1), bad])
+
+
+def test_checkpoint_auto_rule_and_equal_results(model):
+    atoms = skewed_oxide()
+    on = MatRISCalculator(model, dtype="float64", checkpoint_budget_gb=1e-9)
+    off = MatRISCalculator(model, dtype="float64", checkpoint_budget_gb=1e3)
+    forced = MatRISCalculator(model, dtype="float64", checkpoint=True)
+    graph = on.neighbors.graph(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+    assert on._use_checkpoint(graph) and forced._use_checkpoint(graph)
+    assert not off._use_checkpoint(graph)
+    assert on.get_potential_energy(atoms) == pytest.approx(off.get_potential_energy(atoms),
+                                                          rel=1e-12)
+    np.testing.assert_allclose(on.get_forces(atoms), off.get_forces(atoms), atol=1e-12)
+    with pytest.raises(ValueError, match="checkpoint"):
+        MatRISCalculator(model, checkpoint="sometimes")
