@@ -53,6 +53,8 @@ class ParallelConfig:
     microbatches: int = 1                    # micro-batches per DP rank per optimizer step
     lazy_p3: bool = False
     wavek_k: int = 1
+    costs: str | None = None                 # phase-cost JSON (pipeline_phase_costs.py) for
+                                             # cost-aware schedules; null = built-in default
     stage_cuts: list[int] | None = None      # block index where each stage after the first starts
     bucket_mb: float = 25.0                  # gradient all-reduce bucket size, MB
     timeout_s: float = 300.0                 # rendezvous / collective timeout, seconds

@@ -199,6 +199,24 @@ def toy_profile(variant: str, num_stages: int, **kw) -> CostModel:
                    **kw)
 
 
+#: Phase ratios t1:t2:t3:t4 (per stage, uniform), W shares and |A'|/|A| measured on the
+#: 10M preset on CPU by ``benchmarks/pipeline_phase_costs.py`` (None until measured). The
+#: executor's default cost model when ``parallel.costs`` is not set.
+MEASURED_10M_CPU: dict | None = None
+
+
+def measured_profile(variant: str, num_stages: int) -> CostModel:
+    """Uniform stages with the measured 10M-preset CPU ratios (:data:`MEASURED_10M_CPU`),
+    or the toy profile when none are recorded."""
+    prof = (MEASURED_10M_CPU or {}).get(variant)
+    if prof is None:
+        return toy_profile(variant, num_stages)
+    return uniform(num_stages, prof["ratios"], lazy_p3=variant == "lazy",
+                   w_frac=dict(prof["w_frac"]), fused_factor=prof["fused_factor"],
+                   mem_a=(1.0,) * num_stages, mem_ap=(prof["mem_ap_over_a"],) * num_stages,
+                   label=prof["label"])
+
+
 def load_costs(path: str | Path) -> dict[str, CostModel]:
     """Read a cost file: one model (returned under its variant name) or a bundle."""
     data = json.loads(Path(path).read_text())

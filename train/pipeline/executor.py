@@ -1,0 +1,194 @@
+"""`PipelineRunner`: the trainer's runner seam (``matris.train.step``) for ``parallel.pp > 1``.
+
+Every pipeline rank builds the same Program (``parallel.schedule``, ``parallel.microbatches``,
+``parallel.lazy_p3``, ``parallel.wavek_k``; pure and deterministic), lowers it, cuts the
+model into the Program's S stages (``model.balanced_cuts(S)`` or ``parallel.stage_cuts``)
+and keeps the stages the placement gives it (several under wave placements). A step walks
+the rank's action list (:class:`~.runtime.Walker`) with real compute (:mod:`.phases`) and
+point-to-point hand-offs (``matris.train.dist.p2p.PeerLinks``: non-blocking sends,
+blocking receives). Parameter gradients accumulate in ``.grad``; the trainer then
+all-reduces them over the ``stage`` group (DP × GP) and clips with norms summed over PP.
+
+Loss placement: energy (+ magmoms) on the last stage after P1, forces + stress on stage 0
+after P2; every term is divided by the step's global count, so the world sum of the
+per-rank gradients is the serial gradient and the world sum of ``StepResult.sums`` the
+step's loss numerator.
+
+Graph parallelism (``parallel.gp > 1``, docs/graph_parallel.md section 5): each rank cuts
+every micro-batch with the same partition and keeps its part; one ``GraphExchange`` per
+micro-batch serves every stage call on the rank; the energy seed is 1 on part 0 only; the
+energy/stress terms live on part 0 (masked elsewhere, so all GP ranks record the same
+graph); every GP rank of a stage runs the same Program.
+
+Cost model (for the cost-aware generators: wavek, and the "best of" choice of 1f1b4 /
+hanayo4): ``parallel.costs`` (a JSON written by ``benchmarks/pipeline_phase_costs.py``),
+else :func:`default_costs` (uniform stages with the phase ratios measured on the 10M preset
+on CPU, see ``costs.MEASURED_10M_CPU``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from matris.nn.exchange import LOCAL
+
+from ..step import StepResult, autocast_context, param_dtype
+from .costs import CostModel, load_costs, measured_profile
+from .lower import lower
+from .phases import FourPhase, Micro
+from .program import Program
+from .runtime import StageEngine, Walker
+from .schedules import make_schedule
+from .trace import TraceSlice
+
+
+def default_costs(num_stages: int, lazy_p3: bool) -> CostModel:
+    """Uniform stages with the 10M-preset CPU phase ratios (``costs.MEASURED_10M_CPU``)."""
+    return measured_profile("lazy" if lazy_p3 else "eager", num_stages)
+
+
+def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool = False,
+                  wavek_k: int = 1, costs: CostModel | None = None) -> Program:
+    """The lowered Program for ``name`` on P ranks and M micro-batches.
+
+    The chunk budget: a wave placement needs 2P stages, i.e. 2P ≤ L + 2 units (embedding,
+    L blocks, readout); wavek only considers it when the model has them.
+    """
+    units = num_blocks + 2
+    if units < P:
+        raise ValueError(f"pp={P} stages need at least {P} model units; the model has "
+                         f"{units} (embedding, {num_blocks} blocks, readout)")
+    if name == "hanayo4" and units < 2 * P:
+        raise ValueError(f"hanayo4 places 2·pp = {2 * P} stages but the model has only "
+                         f"{units} units; use a deeper model or another schedule")
+    costs = costs or default_costs(P, lazy_p3)
+    options = {"lazy_p3": lazy_p3}
+    if name == "wavek":
+        options["max_waves"] = 1 if units >= 2 * P else 0
+    prog = make_schedule(name, P, M, costs, wavek_k=wavek_k, **options)
+    return lower(prog) if P > 1 else prog
+
+
+def stage_cuts(model, num_stages: int, cuts=None) -> list[int]:
+    """Explicit cuts (must give ``num_stages`` stages) or balanced ones."""
+    if cuts is None:
+        return model.balanced_cuts(num_stages)
+    if len(cuts) != num_stages - 1:
+        raise ValueError(f"parallel.stage_cuts gives {len(cuts) + 1} stages but the schedule "
+                         f"places {num_stages} (wave placements use 2·pp); leave it null")
+    return list(cuts)
+
+
+def stage_parameters(model, stages: dict) -> tuple[list, dict]:
+    """(named trainable parameters of ``stages`` in model order, {stage: [params]})."""
+    owner = {}
+    per_stage = {}
+    for s, st in stages.items():
+        per_stage[s] = [p for p in st.parameters() if p.requires_grad]
+        for p in per_stage[s]:
+            owner[id(p)] = s
+    named = [(n, p) for n, p in model.named_parameters() if id(p) in owner]
+    return named, per_stage
+
+
+class PipelineRunner:
+    """Runner for one pipeline rank (see the module docstring).
+
+    Args:
+        cfg: the ``TrainConfig``; model: the full ``MatRIS`` (only this rank's stages are
+        trained here); groups: ``matris.train.dist.ProcessGroups``; device: torch device.
+    """
+
+    def __init__(self, cfg, model, groups, device) -> None:
+        from matris.train.dist.p2p import PeerLinks
+
+        p = cfg.parallel
+        self.cfg, self.module, self.groups, self.device = cfg, model, groups, device
+        self.loss, self.dtype_mode = cfg.loss, cfg.train.dtype
+        self.dtype = param_dtype(self.dtype_mode)
+        self.P, self.M = p.pp, p.microbatches
+        self.rank = groups.coord.pp
+        costs = None
+        if p.costs:
+            variants = load_costs(p.costs)
+            key = "lazy" if p.lazy_p3 else "eager"
+            if key not in variants:
+                raise ValueError(f"parallel.costs={p.costs!r} has no {key!r} profile "
+                                 f"(parallel.lazy_p3={p.lazy_p3}); it has {sorted(variants)}")
+            costs = variants[key]
+        self.program = build_program(p.schedule, self.P, self.M, model.num_blocks,
+                                     lazy_p3=p.lazy_p3, wavek_k=p.wavek_k, costs=costs)
+        self.cuts = stage_cuts(model, self.program.num_stages, p.stage_cuts)
+        all_stages = model.stages(self.cuts)
+        self.stages = {s: all_stages[s] for s in self.program.stages_of(self.rank)}
+        self._named, self.stage_params = stage_parameters(model, self.stages)
+        self.links = PeerLinks(groups.pp.ranks, device)
+        self.transport = None
+        if p.gp > 1:
+            from ..dist.halo import TorchTransport
+
+            self.transport = TorchTransport(groups.gp)
+        self.last_slices: list[TraceSlice] = []
+        self.last_walltime = 0.0
+
+    # ------------------------------------------------------------------ seam
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return list(self._named)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for _, p in self._named]
+
+    def micro(self, batch, train: bool = True) -> Micro:
+        """This rank's view of a micro-batch (its GP part, labels share, exchange)."""
+        w_stress = float(self.loss.weights.stress)
+        stress = bool(batch.labels.stress_mask.any()) and (not train or w_stress > 0)
+        if self.transport is None:
+            return Micro(batch.graph, batch.labels, LOCAL, None, 1.0, stress)
+        from ..dist.halo import GraphExchange
+        from ..graph_parallel.part import build_part
+        from ..graph_parallel.partition import partition_graph
+        from ..graph_parallel.runner import part_labels
+
+        g = self.transport.rank
+        part = build_part(batch.graph, partition_graph(batch.graph, self.transport.size), g)
+        ex = GraphExchange(part.plan, self.transport)
+        return Micro(part.graph, part_labels(batch.labels, part, g), ex, part.num_owned,
+                     1.0 if g == 0 else 0.0, stress, part.owned_atoms)
+
+    def run(self, microbatches, counts: dict[str, float]) -> StepResult:
+        """One step of this rank's program over the DP rank's micro-batches."""
+        if len(microbatches) != self.M:
+            raise ValueError(f"the pipeline program is built for parallel.microbatches="
+                             f"{self.M} micro-batches per step, got {len(microbatches)}")
+        self.module.train()
+        micros: dict[int, Micro] = {}
+
+        def micro_of(m: int) -> Micro:
+            if m not in micros:
+                micros[m] = self.micro(microbatches[m])
+            return micros[m]
+
+        phases = FourPhase(self.stages, self.program.num_stages, self.loss, counts,
+                           lazy_p3=self.program.lazy_p3, split=self.program.split_w,
+                           params=self.stage_params, dtype=self.dtype,
+                           autocast=lambda: autocast_context(self.device, self.dtype_mode))
+        engine = StageEngine(self.program, self.rank, phases, micro_of)
+        t = time.perf_counter()
+        walker = Walker(self.program, self.rank, engine, self.links)
+        self.last_slices = walker.run()
+        self.last_walltime = time.perf_counter() - t
+        if engine.slots:
+            raise RuntimeError(f"pipeline rank {self.rank}: unfinished micro-batches "
+                               f"{sorted(engine.slots)} after the step")
+        return StepResult(sums=dict(phases.sums),
+                          frames=sum(b.n_frames for b in microbatches),
+                          atoms=sum(b.n_atoms for b in microbatches))
+
+    def evaluate(self, batch):
+        """Detached predictions on pipeline rank 0 (GP part 0); None elsewhere."""
+        from .evaluate import pipeline_predict
+
+        self.module.eval()
+        return pipeline_predict(self, batch)
