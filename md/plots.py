@@ -1,4 +1,4 @@
-"""PNG of a thermo log (MD: T, energies, pressure, volume vs time; relax: E, fmax)."""
+"""PNG of a thermo log (MD: T, P, energies, volume vs time; relax: E, fmax vs step)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 
 
-def plot_thermo(columns: dict[str, np.ndarray], path: str | Path, title: str = "") -> Path:
-    """Write a 2×2 panel figure of an MD log (`columns` as in `observers.MD_COLUMNS`) or
-    a 1×2 figure of a relaxation log (`RELAX_COLUMNS`). Returns the path."""
+def plot_thermo(columns: dict[str, np.ndarray], path: str | Path, title: str = "",
+                n_atoms: int | None = None) -> Path:
+    """Write a 3×2 panel figure of an MD log (`columns` as in `observers.MD_COLUMNS`;
+    the total-energy deviation is per atom when `n_atoms` is given) or a 1×2 figure of
+    a relaxation log (`RELAX_COLUMNS`). Returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,18 +20,17 @@ def plot_thermo(columns: dict[str, np.ndarray], path: str | Path, title: str = "
     path = Path(path)
     if "time_ps" in columns:
         t = columns["time_ps"]
-        fig, ax = plt.subplots(2, 2, figsize=(9, 6), sharex=True)
-        ax[0, 0].plot(t, columns["T_K"], lw=1)
-        ax[0, 0].set_ylabel("T (K)")
-        ax[0, 1].plot(t, columns["Epot_eV"], lw=1, label="Epot")
-        ax[0, 1].plot(t, columns["Etot_eV"], lw=1, label="Etot")
-        ax[0, 1].set_ylabel("energy (eV)")
-        ax[0, 1].legend(loc="best", fontsize=8)
-        ax[1, 0].plot(t, columns["P_GPa"], lw=1)
-        ax[1, 0].set_ylabel("P (GPa)")
-        ax[1, 1].plot(t, columns["volume_A3"], lw=1)
-        ax[1, 1].set_ylabel("volume (Å³)")
-        for a in ax[1]:
+        fig, ax = plt.subplots(3, 2, figsize=(9, 8), sharex=True)
+        etot = columns["Etot_eV"]
+        scale, unit = (1000.0 / n_atoms, "meV/atom") if n_atoms else (1.0, "eV")
+        panels = [(columns["T_K"], "T (K)"), (columns["P_GPa"], "P (GPa)"),
+                  (columns["Epot_eV"], "Epot (eV)"), (columns["volume_A3"], "volume (Å³)"),
+                  ((etot - etot[0]) * scale if etot.size else etot, f"Etot − Etot(0) ({unit})"),
+                  (columns["Ekin_eV"], "Ekin (eV)")]
+        for a, (y, label) in zip(ax.ravel(), panels):
+            a.plot(t, y, lw=1)
+            a.set_ylabel(label)
+        for a in ax[-1]:
             a.set_xlabel("time (ps)")
     else:
         step = columns["step"]

@@ -39,7 +39,7 @@ def _finish(atoms: Atoms, out: Path, log, summary: dict, title: str,
     write(out / "final.extxyz", atoms, format="extxyz")
     summary.update(extra or {})
     cols = {c: log.column(c) for c in log.columns}
-    plot_thermo(cols, out / "thermo.png", title=title)
+    plot_thermo(cols, out / "thermo.png", title=title, n_atoms=len(atoms))
     summary.update(_calc_stats(atoms))
     # NaN (pressure/volume of non-periodic systems) is not valid JSON: write null.
     summary = {k: None if isinstance(v, float) and not np.isfinite(v) else v
