@@ -55,6 +55,8 @@ class ParallelConfig:
     wavek_k: int = 1
     costs: str | None = None                 # phase-cost JSON (pipeline_phase_costs.py) for
                                              # cost-aware schedules; null = built-in default
+    schedule_options: dict[str, Any] = field(default_factory=dict)  # generator options, e.g.
+                                             # {fused_turn: true, split_w: true}
     stage_cuts: list[int] | None = None      # block index where each stage after the first starts
     bucket_mb: float = 25.0                  # gradient all-reduce bucket size, MB
     timeout_s: float = 300.0                 # rendezvous / collective timeout, seconds

@@ -56,10 +56,7 @@ def build_runner(cfg: TrainConfig, model, groups: mdist.ProcessGroups, device):
     p = cfg.parallel
     if p.pp == 1 and p.gp == 1:
         return LocalRunner(model, cfg.loss, device, cfg.train.dtype)
-    if p.pp > 1:
-        if p.gp > 1:
-            raise NotImplementedError("parallel.pp > 1 together with parallel.gp > 1 is not "
-                                      "supported yet; use one of them")
+    if p.pp > 1:  # with or without graph parallelism (the executor builds the GP parts)
         try:
             from .pipeline.executor import PipelineRunner
         except ImportError as err:
@@ -116,9 +113,13 @@ class Trainer:
     def state(self) -> dict:
         """This rank's checkpoint part (tensors and plain containers only)."""
         named = dict(self.named_params)
+        # Persistent buffers (e.g. references) and frozen parameters only: under PP the
+        # other stages' trainable parameters are in state_dict() too, untrained here, and
+        # must not reach the export merge.
+        params = {n for n, p in self.model.named_parameters() if p.requires_grad}
         return {"step": self.step, "model": {k: v.detach().cpu() for k, v in named.items()},
                 "buffers": {k: v.detach().cpu() for k, v in self.model.state_dict().items()
-                            if k not in named},  # persistent buffers, e.g. references
+                            if k not in params},
                 "optimizer": self.optimizer.state_dict(),
                 "ema": self.ema.state_dict() if self.ema else None,
                 "sampler": self.sampler.state_dict(), "rng": rng_state(),

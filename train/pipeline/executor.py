@@ -50,11 +50,14 @@ def default_costs(num_stages: int, lazy_p3: bool) -> CostModel:
 
 
 def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool = False,
-                  wavek_k: int = 1, costs: CostModel | None = None) -> Program:
+                  wavek_k: int = 1, costs: CostModel | None = None,
+                  options: dict | None = None) -> Program:
     """The lowered Program for ``name`` on P ranks and M micro-batches.
 
-    The chunk budget: a wave placement needs 2P stages, i.e. 2P ≤ L + 2 units (embedding,
-    L blocks, readout); wavek only considers it when the model has them.
+    ``options`` go to the generator (``parallel.schedule_options``: ``fused_turn``,
+    ``split_w``, ``warmup``, ...). The chunk budget: a wave placement needs 2P stages, i.e.
+    2P ≤ L + 2 units (embedding, L blocks, readout); wavek only considers it when the
+    model has them.
     """
     units = num_blocks + 2
     if units < P:
@@ -64,9 +67,9 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
         raise ValueError(f"hanayo4 places 2·pp = {2 * P} stages but the model has only "
                          f"{units} units; use a deeper model or another schedule")
     costs = costs or default_costs(P, lazy_p3)
-    options = {"lazy_p3": lazy_p3}
+    options = {**(options or {}), "lazy_p3": lazy_p3}
     if name == "wavek":
-        options["max_waves"] = 1 if units >= 2 * P else 0
+        options.setdefault("max_waves", 1 if units >= 2 * P else 0)
     prog = make_schedule(name, P, M, costs, wavek_k=wavek_k, **options)
     return lower(prog) if P > 1 else prog
 
@@ -119,7 +122,8 @@ class PipelineRunner:
                                  f"(parallel.lazy_p3={p.lazy_p3}); it has {sorted(variants)}")
             costs = variants[key]
         self.program = build_program(p.schedule, self.P, self.M, model.num_blocks,
-                                     lazy_p3=p.lazy_p3, wavek_k=p.wavek_k, costs=costs)
+                                     lazy_p3=p.lazy_p3, wavek_k=p.wavek_k, costs=costs,
+                                     options=p.schedule_options)
         self.cuts = stage_cuts(model, self.program.num_stages, p.stage_cuts)
         all_stages = model.stages(self.cuts)
         self.stages = {s: all_stages[s] for s in self.program.stages_of(self.rank)}
@@ -132,6 +136,7 @@ class PipelineRunner:
             self.transport = TorchTransport(groups.gp)
         self.last_slices: list[TraceSlice] = []
         self.last_walltime = 0.0
+        self._t0 = 0.0
 
     # ------------------------------------------------------------------ seam
     def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
@@ -175,16 +180,34 @@ class PipelineRunner:
                            params=self.stage_params, dtype=self.dtype,
                            autocast=lambda: autocast_context(self.device, self.dtype_mode))
         engine = StageEngine(self.program, self.rank, phases, micro_of)
-        t = time.perf_counter()
-        walker = Walker(self.program, self.rank, engine, self.links)
+        walker = Walker(self.program, self.rank, engine, self.links, clock=time.perf_counter)
+        self._t0 = walker.t0
         self.last_slices = walker.run()
-        self.last_walltime = time.perf_counter() - t
+        self.last_walltime = time.perf_counter() - walker.t0
         if engine.slots:
             raise RuntimeError(f"pipeline rank {self.rank}: unfinished micro-batches "
                                f"{sorted(engine.slots)} after the step")
         return StepResult(sums=dict(phases.sums),
                           frames=sum(b.n_frames for b in microbatches),
                           atoms=sum(b.n_atoms for b in microbatches))
+
+    def gather_slices(self) -> list[TraceSlice] | None:
+        """The last step's per-action timings of every rank of the (dp = 0, gp = 0)
+        pipeline, on world rank 0 (None elsewhere); collective over the world. Clocks are
+        ``time.perf_counter`` offsets from each rank's step start (the steps start
+        together: the first hand-offs synchronise them only loosely, see docs)."""
+        from matris.train import dist as mdist
+
+        c = self.groups.coord
+        mine = [(s.action, s.start, s.end) for s in self.last_slices] if (
+            c.dp == 0 and c.gp == 0) else None
+        everyone = mdist.allgather_object((c.pp, mine, self._t0))
+        if self.groups.rank != 0:
+            return None
+        base = min(t0 for _, sl, t0 in everyone if sl is not None)
+        return sorted((TraceSlice(pp, a, t0 - base + s, t0 - base + e)
+                       for pp, sl, t0 in everyone if sl is not None for a, s, e in sl),
+                      key=lambda x: (x.device, x.start))
 
     def evaluate(self, batch):
         """Detached predictions on pipeline rank 0 (GP part 0); None elsewhere."""

@@ -1,0 +1,93 @@
+"""The four-phase compute of the executor equals the serial double backward (in process:
+every pipeline rank of a Program runs in this process, hand-offs through a mailbox), and
+breaking one term of the derivation (the P3 second-order contributions, the ∂L/∂F
+injection, lazy P3's deferred terms) breaks the equality. The mpirun tests
+(tests/distributed/pipeline) run the same compute over real point-to-point links."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from matris.config import preset
+from matris.testing import random_model
+from matris.train.graph_parallel.testing import loss_config, relative_error
+from matris.train.pipeline.phases import FourPhase
+from matris.train.pipeline.testing import (
+    in_process_step,
+    make_program,
+    microbatches,
+    serial_gradients,
+)
+
+TOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(1)
+    model = random_model(preset("tiny", num_blocks=2), seed=3)
+    loss = loss_config()
+    batches = microbatches(3)
+    ref, ref_sums = serial_gradients(model, batches, loss)
+    assert max(float(v.abs().max()) for v in ref.values()) > 1e-3
+    return model, loss, batches, ref, ref_sums
+
+
+@pytest.mark.parametrize("name,options", [
+    ("gpipe4", {}), ("1f1b4", {"lazy_p3": True}), ("symfold", {"split_w": True}),
+    ("symfold", {"fused_turn": True, "lazy_p3": True}), ("hanayo4", {}),
+    ("wavek", {"lazy_p3": True})])
+def test_in_process_equals_serial(setup, name, options):
+    model, loss, batches, ref, ref_sums = setup
+    prog = make_program(name, 2, len(batches), model.num_blocks, options)
+    g, sums, walkers = in_process_step(model, prog, batches, loss)
+    assert relative_error(g, ref) < TOL
+    assert relative_error({k: torch.tensor(v) for k, v in sums.items()},
+                          {k: torch.tensor(v) for k, v in ref_sums.items()}) < TOL
+    ran = {s.action for w in walkers for s in w.slices if s.action.kind.is_compute}
+    assert ran == set(prog.expected_actions()), "every compute action ran exactly once"
+
+
+class NoSecondOrderParams(FourPhase):
+    """P3 without the second-order θ and h terms (only ā): the classic mistake of
+    treating P3 as a pure relay."""
+
+    def p3(self, slot, abar_in, dl):
+        params, self.params = self.params, {s: [] for s in self.params}
+        h, slot.h_in = slot.h_in, None
+        try:
+            return super().p3(slot, abar_in, dl)
+        finally:
+            self.params, slot.h_in = params, h
+
+
+class NoForceInjection(FourPhase):
+    """∂L/∂F is not injected on stages other than 0 (their geometry cotangent is zero)."""
+
+    def p3(self, slot, abar_in, dl):
+        if slot.stage != 0:
+            dl = [torch.zeros_like(t) for t in dl]
+        return super().p3(slot, abar_in, dl)
+
+
+class LazyForgetsDeferred(FourPhase):
+    """Lazy P3 whose P4 forgets the deferred P3 terms."""
+
+    def _p4_terms(self, slot, hbar_in):
+        cot, slot.cot3 = slot.cot3, None
+        try:
+            return super()._p4_terms(slot, hbar_in)
+        finally:
+            slot.cot3 = cot
+
+
+@pytest.mark.parametrize("broken,options", [(NoSecondOrderParams, {}),
+                                            (NoForceInjection, {}),
+                                            (NoForceInjection, {"lazy_p3": True}),
+                                            (LazyForgetsDeferred, {"lazy_p3": True})])
+def test_broken_derivation_is_caught(setup, broken, options):
+    model, loss, batches, ref, _ = setup
+    prog = make_program("symfold", 2, len(batches), model.num_blocks, options)
+    g, _, _ = in_process_step(model, prog, batches, loss, phases_cls=broken)
+    assert relative_error(g, ref) > 1e-3, f"{broken.__name__} went unnoticed"
