@@ -16,8 +16,9 @@ out); the figure is their median. Engines:
 
 Structures: Si diamond (a = 5.43 Å) and rocksalt MgO (a = 4.21 Å) with a quarter of Mg
 replaced alternately by Ca and Zn, as 2³/3³/5³ cubic supercells (64, 216, 1000 atoms),
-rattled by 0.05 Å. Engines of one (system, size) run back to back in each of
-``--rounds`` rounds; ratios are taken within a round, then the median over rounds.
+rattled by 0.05 Å. Engines of one (system, size) run back to back in each round
+(``--plan`` sets models, sizes and rounds); ratios are taken within a round, then the
+median over rounds. Results (JSON + markdown) are rewritten after every job.
 
     python benchmarks/md_speed.py --out benchmarks/results --date 2026-11-21
 """
@@ -170,14 +171,12 @@ def main(argv=None) -> int:
     p.add_argument("--date", default=time.strftime("%Y-%m-%d"))
     p.add_argument("--machine", default="2-vCPU CPU VM")
     p.add_argument("--tag", default="", help="suffix of the result file names")
-    p.add_argument("--models", default="small,10m")
+    p.add_argument("--plan", default="small:64,216:2;10m:64,216:1;small:1000:1",
+                   help="';'-separated MODEL:SIZES:ROUNDS entries, run in this order")
     p.add_argument("--systems", default="si,oxide")
-    p.add_argument("--sizes", default="64,216,1000")
     p.add_argument("--engines", default="ours,chgnet,official")
-    p.add_argument("--skip", default="",
-                   help="comma list of model:engine:size to skip (memory/time), e.g. "
-                        "10m:official:1000")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--skip", default="10m:official:216",
+                   help="comma list of model:engine:size to skip (memory/time)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--min-steps", type=int, default=3)
@@ -200,15 +199,19 @@ def main(argv=None) -> int:
                "official": args.official_python}
     skip = set(filter(None, args.skip.split(",")))
     engines = args.engines.split(",")
-    results, load_start, t_start = [], os.getloadavg(), time.time()
-    for rnd in range(args.rounds):
-        for model in args.models.split(","):
+    meta = {"date": args.date, "machine": args.machine, "threads": 1,
+            "loadavg_start": os.getloadavg(), "args": vars(args)}
+    stem = f"md_speed_{args.date}_{args.machine.replace(' ', '-')}"
+    stem += f"_{args.tag}" if args.tag else ""
+    results, t_start = [], time.time()
+    for model, sizes, rounds in plan(args.plan):
+        for rnd in range(rounds):
             for system in args.systems.split(","):
-                for size in map(int, args.sizes.split(",")):
+                for size in sizes:
                     for engine in engines:
-                        if engine == "chgnet" and model != engines_model_for_chgnet(args):
-                            continue
-                        if f"{model}:{engine}:{size}" in skip:
+                        # CHGNet has one size (0.4M): it runs with the small model's jobs.
+                        if (engine == "chgnet" and model != "small") or \
+                                f"{model}:{engine}:{size}" in skip:
                             continue
                         job = dict(engine=engine, model=model, system=system, n_atoms=size,
                                    round=rnd, warmup=args.warmup, steps=args.steps,
@@ -220,14 +223,11 @@ def main(argv=None) -> int:
                                else res.get("error", "?")[:200])
                         print(f"[round {rnd}] {model:5s} {engine:8s} {system:5s} {size:5d}: "
                               f"{msg}  load {os.getloadavg()[0]:.2f}", flush=True)
-    meta = {"date": args.date, "machine": args.machine, "threads": 1,
-            "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
-            "wall_s": time.time() - t_start, "args": vars(args)}
-    stem = f"md_speed_{args.date}_{args.machine.replace(' ', '-')}"
-    stem += f"_{args.tag}" if args.tag else ""
-    (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "runs": results},
-                                                     indent=1) + "\n")
-    (out_dir / f"{stem}.md").write_text(report(meta, results))
+                        # Written after every job, so an interrupted run keeps its results.
+                        meta.update(loadavg_end=os.getloadavg(), wall_s=time.time() - t_start)
+                        (out_dir / f"{stem}.json").write_text(
+                            json.dumps({"meta": meta, "runs": results}, indent=1) + "\n")
+                        (out_dir / f"{stem}.md").write_text(report(meta, results))
     print(f"wrote {out_dir / stem}.json and .md")
     return 0
 
@@ -291,11 +291,15 @@ def report(meta: dict, runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def engines_model_for_chgnet(args) -> str:
-    """CHGNet has one size (0.4M): it runs with the small model's jobs (and with the
-    only model when a single one is benchmarked)."""
-    models = args.models.split(",")
-    return "small" if "small" in models else models[0]
+def plan(text: str) -> list[tuple[str, list[int], int]]:
+    """Parse "small:64,216:2;10m:64:1" into [(model, sizes, rounds), ...]."""
+    out = []
+    for entry in filter(None, text.split(";")):
+        model, sizes, rounds = entry.split(":")
+        if model not in MODELS:
+            raise SystemExit(f"unknown model {model!r}; known: {sorted(MODELS)}")
+        out.append((model, [int(x) for x in sizes.split(",")], int(rounds)))
+    return out
 
 
 if __name__ == "__main__":
