@@ -9,7 +9,8 @@ Cost files (``--costs FILE``) are JSON::
 
     {"label": "10M preset, CPU fp32, 1 thread",  "units": "s",  "lazy_p3": false,
      "stages": [{"t": [t1, t2, t3, t4], "mem_a": bytes, "mem_ap": bytes}, ...],
-     "w_frac": {"P3": 0.5, "P4": 0.5},  "fused_factor": 0.7,
+     "w_frac": {"P3": 0.5, "P4": 0.5},  "split_factor": {"P3": 1.0, "P4": 1.0},
+     "fused_factor": 0.7,
      "tensor_bytes": {"h": 1e5, "a": 1e5, "f_acc": 3e3, "abar": 1e5, "dl_df": 3e3,
                       "hbar": 1e5},
      "alpha": 2e-5, "beta": 1e9}
@@ -39,6 +40,9 @@ class CostModel:
     Attributes:
         stage_times: per stage, (t1, t2, t3, t4) for one micro-batch.
         w_frac: deferrable weight-gradient share of P3 and P4 ({"P3": f3, "P4": f4}).
+        split_factor: a split phase's two parts together last ``split_factor · t`` (1: an
+            ideal split; > 1 when the split recomputes, as the executor's does): the
+            critical part ``(1 − w)·f·t``, the W part ``w·f·t``.
         fused_factor: a fused P3+P4 turn costs ``fused_factor * (t3 + t4)``.
         lazy_p3: the times describe the lazy-P3 variant (P3 = ā only; P4 does the rest).
         mem_a, mem_ap: per stage, size of the P1 graph A and of the P2 graph A'.
@@ -50,6 +54,7 @@ class CostModel:
     label: str = "unlabelled"
     units: str = "s"
     w_frac: dict = field(default_factory=lambda: {"P3": 0.5, "P4": 0.5})
+    split_factor: dict = field(default_factory=lambda: {"P3": 1.0, "P4": 1.0})
     fused_factor: float = 0.7
     lazy_p3: bool = False
     mem_a: tuple[float, ...] = ()
@@ -73,6 +78,8 @@ class CostModel:
         for key in ("P3", "P4"):
             if not 0.0 <= self.w_frac.get(key, 0.0) < 1.0:
                 raise ValueError(f"w_frac[{key}] must be in [0, 1)")
+            if not self.split_factor.get(key, 1.0) >= 1.0:
+                raise ValueError(f"split_factor[{key}] must be >= 1")
 
     @property
     def num_stages(self) -> int:
@@ -97,6 +104,10 @@ class CostModel:
         """Weight-gradient share of P3/P4."""
         return float(self.w_frac.get(kind.name, 0.0))
 
+    def f(self, kind: Kind) -> float:
+        """Split factor of P3/P4 (both parts together over the unsplit phase)."""
+        return float(self.split_factor.get(kind.name, 1.0))
+
     def duration(self, prog, action: Action) -> float:
         """Compute time of ``action`` in ``prog`` (0 for SEND/RECV/REDUCE)."""
         k, s = action.kind, action.stage
@@ -106,10 +117,10 @@ class CostModel:
             return self.fused_factor * (self.t(s, Kind.P3) + self.t(s, Kind.P4))
         if k in W_OF:
             parent = W_OF[k]
-            return self.t(s, parent) * self.w(parent)
+            return self.t(s, parent) * self.w(parent) * self.f(parent)
         full = self.t(s, k)
         if k in (Kind.P3, Kind.P4) and _has_w(prog, k, s):
-            return full * (1.0 - self.w(k))  # the W part runs as its own action
+            return full * (1.0 - self.w(k)) * self.f(k)  # the W part is its own action
         return full
 
     def comm_time(self, phase: Kind) -> float:
@@ -140,6 +151,7 @@ class CostModel:
         return cls(stage_times=tuple(tuple(float(x) for x in st["t"]) for st in stages),
                    label=d.get("label", "unlabelled"), units=d.get("units", "s"),
                    w_frac=dict(d.get("w_frac", {"P3": 0.5, "P4": 0.5})),
+                   split_factor=dict(d.get("split_factor", {"P3": 1.0, "P4": 1.0})),
                    fused_factor=float(d.get("fused_factor", 0.7)),
                    lazy_p3=bool(d.get("lazy_p3", False)),
                    mem_a=tuple(float(st.get("mem_a", 1.0)) for st in stages),
@@ -213,6 +225,7 @@ def measured_profile(variant: str, num_stages: int) -> CostModel:
         return toy_profile(variant, num_stages)
     return uniform(num_stages, prof["ratios"], lazy_p3=variant == "lazy",
                    w_frac=dict(prof["w_frac"]), fused_factor=prof["fused_factor"],
+                   split_factor=dict(prof.get("split_factor", {"P3": 1.0, "P4": 1.0})),
                    mem_a=(1.0,) * num_stages, mem_ap=(prof["mem_ap_over_a"],) * num_stages,
                    label=prof["label"])
 

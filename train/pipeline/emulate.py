@@ -53,3 +53,32 @@ def run_emulated(prog: Program, rank: int, costs: CostModel, links,
     """Walk ``prog`` (lowered) on pipeline rank ``rank`` with sleeping compute."""
     walker = Walker(prog, rank, SleepEngine(prog, costs, seconds_per_unit, byte_scale), links)
     return walker.run()
+
+
+def measure(prog: Program, costs: CostModel, rank: int, links, seconds_per_unit: float,
+            repeats: int = 1, byte_scale: float = 1.0):
+    """Run the emulated program ``repeats`` times on every rank of the world (one
+    pipeline: world rank = pipeline rank), each run after a barrier. Returns, on rank 0,
+    (makespans in seconds, the merged trace of the first run); (None, None) elsewhere.
+
+    Times are ``time.perf_counter`` (CLOCK_MONOTONIC, shared by the processes of a node),
+    so per-rank slices merge onto one time line; the makespan runs from the first action's
+    start to the last action's end over all ranks."""
+    from matris.train import dist as mdist
+
+    spans, first = [], None
+    for _ in range(repeats):
+        mdist.barrier()
+        walker = Walker(prog, rank, SleepEngine(prog, costs, seconds_per_unit, byte_scale),
+                        links)
+        slices = walker.run()
+        mine = [(s.action, walker.t0 + s.start, walker.t0 + s.end) for s in slices]
+        everyone = mdist.allgather_object((rank, mine))
+        if rank == 0:
+            merged = [TraceSlice(d, a, s, e) for d, sl in everyone for a, s, e in sl]
+            base = min(x.start for x in merged)
+            merged = sorted((TraceSlice(x.device, x.action, x.start - base, x.end - base)
+                             for x in merged), key=lambda x: (x.device, x.start))
+            spans.append(max(x.end for x in merged))
+            first = first or merged
+    return (spans, first) if rank == 0 else (None, None)

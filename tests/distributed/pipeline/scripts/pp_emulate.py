@@ -16,16 +16,15 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 from matris.train import dist as mdist
 from matris.train.dist.p2p import PeerLinks
 from matris.train.pipeline.costs import load_costs
-from matris.train.pipeline.emulate import run_emulated
+from matris.train.pipeline.emulate import measure
 from matris.train.pipeline.executor import build_program, default_costs
 from matris.train.pipeline.simulate import simulate
-from matris.train.pipeline.trace import TraceSlice, gantt_png, trace_stats, write_trace
+from matris.train.pipeline.trace import gantt_png, trace_stats, write_trace
 
 out = Path(sys.argv[1])
 M, ms_per_t1, repeats = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
@@ -47,21 +46,7 @@ for item in wanted:
     lin = costs.for_stages(P)  # the time unit: t1 of a stage of the P-stage cut
     unit = ms_per_t1 * 1e-3 / (sum(t[0] for t in lin.stage_times) / P)
     sim = simulate(prog, cm)
-    spans, first = [], None
-    for _ in range(repeats):
-        mdist.barrier()
-        slices = run_emulated(prog, rank, cm, links, seconds_per_unit=unit)
-        t0 = time.perf_counter() - (slices[-1].end if slices else 0.0)
-        # absolute times: the walker's clock is perf_counter relative to its own start
-        mine = [(s.action, s.start, s.end) for s in slices]
-        everyone = mdist.allgather_object((rank, mine, t0))
-        if rank == 0:
-            merged = [TraceSlice(d, a, t + s, t + e) for d, sl, t in everyone for a, s, e in sl]
-            base = min(x.start for x in merged)
-            merged = [TraceSlice(x.device, x.action, x.start - base, x.end - base)
-                      for x in merged]
-            spans.append(trace_stats(merged, P)["makespan"])
-            first = first or merged
+    spans, first = measure(prog, cm, rank, links, unit, repeats)
     if rank == 0:
         key = f"{name}{':lazy' if lazy else ''}"
         measured = statistics.median(spans)
