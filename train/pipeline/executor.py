@@ -29,6 +29,7 @@ on CPU, see ``costs.MEASURED_10M_CPU``).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
@@ -42,6 +43,10 @@ from .program import Program
 from .runtime import StageEngine, Walker
 from .schedules import make_schedule
 from .trace import TraceSlice
+
+#: The runner writes ``<log.out>/pipeline_trace_step<N>.{json,png}`` after its N-th step
+#: (the first after a warm-up step): measured per-action timings of every pipeline rank.
+TRACE_STEP = 2
 
 
 def default_costs(num_stages: int, lazy_p3: bool) -> CostModel:
@@ -137,6 +142,7 @@ class PipelineRunner:
         self.last_slices: list[TraceSlice] = []
         self.last_walltime = 0.0
         self._t0 = 0.0
+        self.steps_run = 0
 
     # ------------------------------------------------------------------ seam
     def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
@@ -184,6 +190,9 @@ class PipelineRunner:
         self._t0 = walker.t0
         self.last_slices = walker.run()
         self.last_walltime = time.perf_counter() - walker.t0
+        self.steps_run += 1
+        if self.steps_run == TRACE_STEP:
+            self.write_trace(Path(self.cfg.log.out) / f"pipeline_trace_step{TRACE_STEP}")
         if engine.slots:
             raise RuntimeError(f"pipeline rank {self.rank}: unfinished micro-batches "
                                f"{sorted(engine.slots)} after the step")
@@ -208,6 +217,22 @@ class PipelineRunner:
         return sorted((TraceSlice(pp, a, t0 - base + s, t0 - base + e)
                        for pp, sl, t0 in everyone if sl is not None for a, s, e in sl),
                       key=lambda x: (x.device, x.start))
+
+    def write_trace(self, stem: Path) -> Path | None:
+        """Collective: the last step's merged trace as ``stem.json`` (Perfetto, the
+        simulator's format) and ``stem.png`` (Gantt), written by world rank 0."""
+        from .trace import gantt_png, trace_stats, write_trace
+
+        slices = self.gather_slices()
+        if slices is None:
+            return None
+        stats = trace_stats(slices, self.P)
+        title = (f"{self.program.describe()} — step {self.steps_run}, bubble "
+                 f"{stats['bubble']:.1%}")
+        write_trace(slices, f"{stem}.json", program=self.program.describe(),
+                    source="measured", step=self.steps_run, **stats)
+        gantt_png(slices, f"{stem}.png", title=title)
+        return Path(f"{stem}.json")
 
     def evaluate(self, batch):
         """Detached predictions on pipeline rank 0 (GP part 0); None elsewhere."""

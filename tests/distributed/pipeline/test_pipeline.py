@@ -158,6 +158,11 @@ def test_pp2_training_run_equals_serial_and_resumes(mpirun, tmp_path):
         for a, b in zip(ref, got, strict=True):
             for k in [k for k in a if k.startswith("loss") or "_mae_" in k]:
                 assert b[k] == pytest.approx(a[k], rel=1e-9, abs=1e-12), (kind, a["step"], k)
+    from matris.train.pipeline.trace import read_trace
+
+    trace = read_trace(tmp_path / "pp2" / "pipeline_trace_step2.json")  # measured, merged
+    assert {s.device for s in trace} == {0, 1} and (tmp_path / "pp2" /
+                                                   "pipeline_trace_step2.png").is_file()
     exported = load_checkpoint(tmp_path / "pp2" / "model.pt")
     ref_model = load_checkpoint(tmp_path / "serial" / "model.pt")
     for (n, a), (_, b) in zip(exported.state_dict().items(), ref_model.state_dict().items(),

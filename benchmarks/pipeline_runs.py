@@ -1,0 +1,286 @@
+"""Measured pipeline runs for ``pipeline_schedules.py real|emulated`` (workers + reports).
+
+* ``real`` (mpirun -n P, real compute, 1 thread per rank): every schedule trains the same
+  step on the same micro-batches, interleaved over repeats so that the other jobs on the
+  shared cores hit every schedule alike. Per schedule: median step wall time, throughput,
+  the measured bubble of the median run's merged trace (1 − Σ busy / (P · makespan)), the
+  simulator's replay of the same Program with the run's own per-action durations (what
+  the schedule would give with free communication and no runtime overhead), and the peak
+  live saved-tensor bytes per rank (``matris.train.pipeline.memory.LiveSaved``).
+* ``emulated`` (mpirun -n P, sleeping compute, real messages): measured vs simulated
+  makespan per schedule for a cost model.
+
+Workers are started by :func:`launch`; rank 0 writes a raw JSON that the report reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def launch(n: int, args: list[str], timeout: float = 3600) -> None:
+    """``mpirun -n N python this_file args`` with one torch thread per rank."""
+    mpirun = Path(sys.executable).parent / "mpirun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [str(mpirun), "-n", str(n), sys.executable, "-W", "ignore::FutureWarning",
+           str(Path(__file__).resolve()), *args]
+    print("$", " ".join(cmd[2:]), flush=True)
+    subprocess.run(cmd, check=True, timeout=timeout, env=env, cwd=REPO)
+
+
+# ----------------------------------------------------------------------------- real
+def real_batches(M: int, atoms: int, seed: int = 0):
+    """M float32 micro-batches of two rattled, sheared cells of ``atoms`` atoms each."""
+    import torch
+
+    from matris.train.graph_parallel.testing import labelled_batch, lattice
+
+    reps = {8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4)}[atoms]
+    return [labelled_batch([lattice(reps, 2.8, 0.1, 0.2, seed=seed + 2 * m),
+                            lattice(reps, 2.9, -0.1, 0.2, seed=seed + 2 * m + 1)],
+                           seed=m, dtype=torch.float32) for m in range(M)]
+
+
+def worker_real(out: str, M: int, blocks: int, width: int, atoms: int, repeats: int,
+                labels: list[str]) -> None:
+    import torch
+
+    from matris.config import preset
+    from matris.model import MatRIS
+    from matris.train import dist as mdist
+    from matris.train.config import load_config
+    from matris.train.pipeline.executor import PipelineRunner
+    from matris.train.pipeline.memory import LiveSaved
+    from matris.train.pipeline.testing import counts_of
+
+    env = mdist.init_distributed(device="cpu", timeout_s=600)
+    P = env.world_size
+    groups = mdist.build_groups(mdist.Topology(pp=P, dp=1, gp=1, world_size=P), env.rank)
+    torch.manual_seed(0)
+    model = MatRIS(preset("tiny", num_blocks=blocks, width=width)).float()
+    batches = real_batches(M, atoms)
+    counts = counts_of(batches)
+    runners = {}
+    for label in labels:
+        name, _, variant = label.partition(":")
+        cfg = load_config(None, ["train.dtype=float32", "train.device=cpu", f"parallel.pp={P}",
+                                 f"parallel.microbatches={M}", f"parallel.schedule={name}",
+                                 f"parallel.lazy_p3={variant == 'lazy'}"])
+        runners[label] = PipelineRunner(cfg, model, groups, torch.device("cpu"))
+    params = list(model.parameters())
+    raw = {label: [] for label in labels}
+    load = [os.getloadavg()]
+    for rep in range(repeats + 1):  # rep 0: warm-up, not reported
+        for label, runner in runners.items():
+            model.zero_grad(set_to_none=True)
+            mdist.barrier()
+            with LiveSaved(params) as mem:
+                runner.run(batches, counts)
+            slices = runner.gather_slices()
+            walls = mdist.allgather_object((runner.last_walltime, mem.peak))
+            if env.rank == 0 and rep > 0:
+                raw[label].append({"wall": max(w for w, _ in walls),
+                                   "peak_live": [p for _, p in walls],
+                                   "slices": [(str(s.action), s.device, s.start, s.end)
+                                              for s in slices]})
+        load.append(os.getloadavg())
+    if env.rank == 0:
+        programs = {label: r.program.describe() for label, r in runners.items()}
+        info = {"P": P, "M": M, "blocks": blocks, "width": width, "atoms_per_mb":
+                2 * atoms, "repeats": repeats, "loadavg": load, "programs": programs,
+                "atoms": sum(b.n_atoms for b in batches), "threads": torch.get_num_threads(),
+                "cuts": {label: r.cuts for label, r in runners.items()}}
+        Path(out).write_text(json.dumps({"info": info, "raw": raw}))
+    mdist.barrier()
+    mdist.shutdown()
+
+
+def replay(program, slices) -> dict:
+    """Simulate ``program`` with the mean measured duration of each (kind, stage)."""
+    from dataclasses import dataclass as dc
+
+    from matris.train.pipeline.costs import CostModel
+    from matris.train.pipeline.simulate import simulate
+
+    sums: dict = {}
+    for s in slices:
+        if s.action.kind.is_compute:
+            key = (s.action.kind, s.action.stage)
+            n, t = sums.get(key, (0, 0.0))
+            sums[key] = (n + 1, t + s.end - s.start)
+    table = {k: t / n for k, (n, t) in sums.items()}
+
+    @dc(frozen=True)
+    class TableCosts(CostModel):
+        def duration(self, prog, action):
+            return table.get((action.kind, action.stage), 0.0) if action.kind.is_compute \
+                else 0.0
+
+    cm = TableCosts(stage_times=((0.0, 0.0, 0.0, 0.0),) * program.num_stages)
+    r = simulate(program, cm)
+    return {"makespan": r.makespan, "bubble": r.bubble}
+
+
+def summarize_real(path: str) -> dict:
+    """Medians and replays from a worker's raw JSON."""
+    from matris.train.pipeline.actions import parse_action
+    from matris.train.pipeline.executor import build_program
+    from matris.train.pipeline.trace import TraceSlice, trace_stats
+
+    data = json.loads(Path(path).read_text())
+    info, out = data["info"], {}
+    for label, runs in data["raw"].items():
+        walls = [r["wall"] for r in runs]
+        med = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
+        slices = [TraceSlice(d, parse_action(a), s, e) for a, d, s, e in med["slices"]]
+        stats = trace_stats(slices, info["P"])
+        name, _, variant = label.partition(":")
+        prog = build_program(name, info["P"], info["M"], info["blocks"],
+                             lazy_p3=variant == "lazy")
+        sim = replay(prog, slices)
+        out[label] = {"program": info["programs"][label], "wall_s": statistics.median(walls),
+                      "walls": walls, "mb_per_s": info["M"] / statistics.median(walls),
+                      "atoms_per_s": info["atoms"] / statistics.median(walls),
+                      "bubble": stats["bubble"], "trace_makespan": stats["makespan"],
+                      "replay_makespan": sim["makespan"], "replay_bubble": sim["bubble"],
+                      "peak_live_mib": [p / 2**20 for p in med["peak_live"]],
+                      "slices": med["slices"]}
+    return {"info": info, "schedules": out}
+
+
+# ------------------------------------------------------------------------- emulated
+def worker_emulated(out: str, M: int, ms_per_t1: float, repeats: int, cost_file: str,
+                    labels: list[str]) -> None:
+    from matris.train import dist as mdist
+    from matris.train.dist.p2p import PeerLinks
+    from matris.train.pipeline.costs import load_costs
+    from matris.train.pipeline.emulate import measure
+    from matris.train.pipeline.executor import build_program, default_costs
+    from matris.train.pipeline.simulate import simulate
+    from matris.train.pipeline.trace import trace_stats
+
+    env = mdist.init_distributed(device="cpu", timeout_s=600)
+    P, rank = env.world_size, env.rank
+    links = PeerLinks(list(range(P)))
+    rows, load = {}, [os.getloadavg()]
+    for label in labels:
+        name, _, variant = label.partition(":")
+        lazy = variant == "lazy"
+        costs = (load_costs(cost_file)["lazy" if lazy else "eager"] if cost_file
+                 else default_costs(P, lazy))
+        prog = build_program(name, P, M, 1000, lazy_p3=lazy, costs=costs)  # no chunk limit
+        cm = costs.for_stages(prog.num_stages)
+        unit = ms_per_t1 * 1e-3 / (sum(t[0] for t in costs.for_stages(P).stage_times) / P)
+        sim = simulate(prog, cm)
+        spans, first = measure(prog, cm, rank, links, unit, repeats)
+        load.append(os.getloadavg())
+        if rank == 0:
+            rows[label] = {"program": prog.describe(), "simulated_s": sim.makespan * unit,
+                           "simulated_bubble": sim.bubble, "measured_s": spans,
+                           "measured_bubble": trace_stats(first, P)["bubble"],
+                           "slices": [(str(s.action), s.device, s.start, s.end) for s in first],
+                           "actions": sum(len(o) for o in prog.orders)}
+    if rank == 0:
+        Path(out).write_text(json.dumps({"P": P, "M": M, "ms_per_t1": ms_per_t1,
+                                         "repeats": repeats, "costs": cost_file or "default",
+                                         "loadavg": load, "rows": rows}))
+    mdist.barrier()
+    mdist.shutdown()
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    kind, rest = argv[0], argv[1:]
+    if kind == "worker-real":
+        out, M, blocks, width, atoms, repeats, *labels = rest
+        worker_real(out, int(M), int(blocks), int(width), int(atoms), int(repeats), labels)
+    elif kind == "worker-emulated":
+        out, M, ms, repeats, cost_file, *labels = rest
+        worker_emulated(out, int(M), float(ms), int(repeats),
+                        "" if cost_file == "-" else cost_file, labels)
+    else:
+        raise SystemExit(f"unknown worker {kind!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+# --------------------------------------------------------------------------- reports
+def write_real(res: dict, mem: dict | None, path: Path, argv: str, date: str,
+               machine: str) -> None:
+    """Markdown report of ``real`` (throughput/bubble at P, memory at P_mem)."""
+    info, rows = res["info"], res["schedules"]
+    ref = rows.get("symfold", next(iter(rows.values())))
+    L = [f"# Pipeline schedules, real compute, {date}, {machine}", "",
+         f"`python benchmarks/pipeline_schedules.py {argv}`", "",
+         f"P = {info['P']} ranks on the 2 cores, 1 torch thread each, float32; model: `tiny` "
+         f"preset with {info['blocks']} blocks, width {info['width']}; M = {info['M']} "
+         f"micro-batches of 2 cells × {info['atoms_per_mb'] // 2} atoms ({info['atoms']} "
+         f"atoms per step), E + F + σ loss; every schedule runs the same step, interleaved, "
+         f"{info['repeats']} timed repeats after a warm-up (medians). Load average "
+         f"(1 min) per round: {', '.join(f'{x[0]:.1f}' for x in info['loadavg'])} — other "
+         "jobs share the cores, so absolute times move ±30 %; ratios are from the same run.",
+         "", "Measured bubble: 1 − Σ busy / (P · makespan) of the median run's merged trace "
+         "(busy = wall time inside compute actions). Replay: the simulator run on the same "
+         "Program with this run's mean duration per (action kind, stage), i.e. the bubble "
+         "the schedule would have with free communication and no runtime overhead. Peak "
+         "live: the largest total of saved-tensor bytes on each rank during the step "
+         "(`matris.train.pipeline.memory`).", "",
+         "| schedule | program | step s | micro-batches/s | × symfold | measured bubble | "
+         "replay bubble | replay / measured makespan | peak live MiB per rank |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for label, r in rows.items():
+        L.append(f"| {label} | {r['program']} | {r['wall_s']:.2f} | {r['mb_per_s']:.3f} | "
+                 f"{ref['wall_s'] / r['wall_s']:.2f} | {r['bubble']:.1%} | "
+                 f"{r['replay_bubble']:.1%} | {r['replay_makespan'] / r['trace_makespan']:.2f}"
+                 f" | {' / '.join(f'{x:.0f}' for x in r['peak_live_mib'])} |")
+    if mem:
+        mi, mr = mem["info"], mem["schedules"]
+        L += ["", f"## Peak activation memory per rank at P = {mi['P']}", "",
+              f"M = {mi['M']} micro-batches, `tiny` preset with {mi['blocks']} blocks, width "
+              f"{mi['width']}; peak live saved-tensor bytes per rank (MiB), one step after a "
+              "warm-up; gpipe4 holds every micro-batch's graphs, symfold at most 2P − i P1 "
+              "and i + 1 P2 graphs on rank i.", "",
+              "| schedule | " + " | ".join(f"rank {i}" for i in range(mi["P"])) +
+              " | max | step s |", "|---|" + "---:|" * (mi["P"] + 2)]
+        for label, r in mr.items():
+            L.append(f"| {label} | " + " | ".join(f"{x:.0f}" for x in r["peak_live_mib"]) +
+                     f" | {max(r['peak_live_mib']):.0f} | {r['wall_s']:.2f} |")
+        if "gpipe4" in mr and "symfold" in mr:
+            ratio = max(mr["symfold"]["peak_live_mib"]) / max(mr["gpipe4"]["peak_live_mib"])
+            L += ["", f"symfold / gpipe4 (largest rank): {ratio:.2f}"]
+    path.write_text("\n".join(L) + "\n")
+
+
+def write_emulated(results: list[dict], path: Path, argv: str, date: str,
+                   machine: str) -> None:
+    L = [f"# Pipeline schedules, emulated compute, {date}, {machine}", "",
+         f"`python benchmarks/pipeline_schedules.py {argv}`", "",
+         "Every compute action sleeps for its cost (the cost model scaled so that t1 of a "
+         "stage of the P-stage cut lasts the given milliseconds); every hand-off is a real "
+         "gloo message of the model's byte size. Measured makespan (first start to last end "
+         "over all ranks, median of the repeats) against the simulator's for the same "
+         "Program and costs (free communication).", ""]
+    for res in results:
+        L += [f"## P = {res['P']}, M = {res['M']}, t1 = {res['ms_per_t1']:g} ms, costs: "
+              f"{res['costs']}", "", f"Load average (1 min) per schedule: "
+              f"{', '.join(f'{x[0]:.1f}' for x in res['loadavg'])}.", "",
+              "| schedule | program | actions | simulated s | measured s | measured / "
+              "simulated | simulated bubble | measured bubble |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for label, r in res["rows"].items():
+            m = statistics.median(r["measured_s"])
+            L.append(f"| {label} | {r['program']} | {r['actions']} | {r['simulated_s']:.2f} | "
+                     f"{m:.2f} | {m / r['simulated_s']:.3f} | {r['simulated_bubble']:.1%} | "
+                     f"{r['measured_bubble']:.1%} |")
+        L.append("")
+    path.write_text("\n".join(L) + "\n")
