@@ -20,7 +20,7 @@ except ImportError:
     pytest.skip("chgnet is not installed (teacher extra: pip install -e '.[teacher]'); "
                 "teacher-label checks skipped", allow_module_level=True)
 
-from matris.datasets.embedded import embedded_dataset_path, embedded_metadata
+from matris.datasets.embedded import embedded_metadata, iter_embedded_atoms
 from matris.datasets.synth.config import SynthConfig
 from matris.datasets.synth.generate import generate
 from matris.datasets.synth.teacher import load_teacher
@@ -79,19 +79,23 @@ def test_shipped_sample_matches_teacher(teacher):
         pytest.skip(f"installed chgnet {teacher.package_version} != "
                     f"{meta['teacher']['package_version']} that labelled the file")
     n = meta["stats"]["frames"]
-    wanted = {int(k) for k in np.linspace(0, n - 1, 5)}
+    wanted = {int(k) for k in np.linspace(0, n - 1, 5)}  # first, last and three between
     checked = 0
-    for index, atoms in enumerate(ase.io.iread(embedded_dataset_path(), index=":")):
+    for index, atoms in enumerate(iter_embedded_atoms()):
         if index not in wanted:
             continue
         ref = teacher.label(atoms)
         nat = len(atoms)
         assert atoms.info["task"] == teacher.task_tag
-        # tolerances: file precision (1e-6) + float32 arithmetic and thread-count effects
-        assert atoms.get_potential_energy() / nat == pytest.approx(ref.energy / nat, abs=2e-5)
-        np.testing.assert_allclose(atoms.get_forces(), ref.forces, atol=2e-4)
-        np.testing.assert_allclose(atoms.get_stress(voigt=False), ref.stress, atol=2e-6)
-        np.testing.assert_allclose(atoms.get_magnetic_moments(), ref.magmoms, atol=2e-3)
+        # Re-labelling the *stored* structure differs from the stored labels because the
+        # coordinates were rounded to 1e-6 Å (stiff bonds, ~300 eV/Å², move forces by
+        # ~3e-4 eV/Å) and CHGNet runs in float32. Over 40 frames spread through the file the
+        # largest differences were 1.3e-6 eV/atom, 3.1e-4 eV/Å, 3.2e-6 eV/Å³ and 5e-5 μB;
+        # the tolerances are ~3x those. A wrong teacher/version/unit is off by >1e-2.
+        assert atoms.get_potential_energy() / nat == pytest.approx(ref.energy / nat, abs=1e-5)
+        np.testing.assert_allclose(atoms.get_forces(), ref.forces, atol=1e-3)
+        np.testing.assert_allclose(atoms.get_stress(voigt=False), ref.stress, atol=1e-5)
+        np.testing.assert_allclose(atoms.get_magnetic_moments(), ref.magmoms, atol=1e-3)
         checked += 1
     assert checked == len(wanted)
 
