@@ -19,8 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from matris.config import ModelConfig
+from matris.nn.attention import smooth_attention
 from matris.nn.exchange import LOCAL, Exchange
-from matris.nn.fused import gather_mul_scatter, smooth_attention
+from matris.nn.fused import gather_mul_scatter
 from matris.nn.geometry import Geometry, Topology
 from matris.nn.mlp import build_mlp
 from matris.nn.ops import scatter_sum

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from matris.nn import fused, ops
+from matris.nn import attention, fused, ops
 
 
 @pytest.fixture(autouse=True, params=[4096, 3], ids=["one_chunk", "chunks_of_3"])
@@ -55,11 +55,11 @@ def test_smooth_attention(with_src, with_env):
     idx_s = torch.randint(0, n_out, (rows,), generator=gen)
 
     def op(raw, env, m):
-        return fused.smooth_attention(raw, env if with_env else None, m, src, idx_t, idx_s,
+        return attention.smooth_attention(raw, env if with_env else None, m, src, idx_t, idx_s,
                                       n_out, 2.0)
 
     def ref(raw, env, m):
-        return fused.smooth_attention_reference(raw, env if with_env else None, m, src, idx_t,
+        return attention.smooth_attention_reference(raw, env if with_env else None, m, src, idx_t,
                                                 idx_s, n_out, 2.0)
 
     torch.testing.assert_close(op(raw, env, m), ref(raw, env, m))
