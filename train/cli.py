@@ -4,6 +4,7 @@
     mpirun -n N matris-train CONFIG.yaml parallel.dp=N ...            train (N ranks)
     matris-train check CONFIG.yaml [section.key=value ...]            print the resolved config
     matris-train export RUN_DIR [--out model.pt]                      inference checkpoint
+    matris-train eval MODEL.pt DATA_ROOT [--split test] [--out DIR]   held-out metrics
 
 Config errors exit with status 2 and one message naming the key (printed by rank 0 only);
 any other exception on any rank aborts the whole MPI job (see ``matris.train.dist.abort``).
@@ -37,7 +38,8 @@ def _train_parser() -> argparse.ArgumentParser:
         prog="matris-train",
         description="Train a MatRIS potential (run under mpirun for several ranks). "
                     "Other commands: `matris-train check CONFIG ...`, "
-                    "`matris-train export RUN_DIR [--out PATH]`.")
+                    "`matris-train export RUN_DIR [--out PATH]`, "
+                    "`matris-train eval MODEL.pt DATA_ROOT [--split test]`.")
     p.add_argument("config", help="YAML config (see configs/ and docs/training.md)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="dotted overrides, values parsed as YAML")
@@ -99,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         return _export(argv[1:])
     if argv and argv[0] == "check":
         return _check(argv[1:])
+    if argv and argv[0] == "eval":
+        from .evaluate import main as eval_main
+
+        return eval_main(argv[1:])
     args = _train_parser().parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)

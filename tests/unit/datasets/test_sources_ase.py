@@ -33,6 +33,36 @@ def test_extxyz_calculator_keys(tmp_path, rng, make_frame, write_extxyz):
         assert got["group_id"] == "g"
 
 
+@pytest.mark.parametrize("opener", ["gzip", "bz2", "lzma"])
+def test_compressed_extxyz_equals_plain(tmp_path, rng, make_frame, write_extxyz, opener):
+    """A compressed extxyz (directory scan included) gives the plain file's frames, and the
+    input's own source_id survives (the embedded dataset relies on both)."""
+    import importlib
+
+    frames = [make_frame(rng, 3 + i, group=f"g{i % 2}") for i in range(5)]
+    import ase.io
+
+    plain = write_extxyz(tmp_path / "a.extxyz", frames)
+    images = ase.io.read(plain, index=":")
+    for atoms, frame in zip(images, frames):
+        atoms.info["source_id"] = frame["source_id"]
+    ase.io.write(plain, images, format="extxyz")
+    folder = tmp_path / "zipped"
+    folder.mkdir()
+    suffix = {"gzip": ".gz", "bz2": ".bz2", "lzma": ".xz"}[opener]
+    packed = folder / f"a.extxyz{suffix}"
+    with importlib.import_module(opener).open(packed, "wb") as out:
+        out.write(plain.read_bytes())
+    ref = _build(tmp_path / "p", "extxyz", [plain])
+    got = _build(tmp_path / "z", "extxyz", [folder])
+    assert len(got) == len(ref) == len(frames)
+    for a, b, want in zip(got, ref, frames):
+        np.testing.assert_array_equal(a["positions"], b["positions"])
+        np.testing.assert_array_equal(a["forces"], b["forces"])
+        assert a["energy"] == b["energy"]
+        assert a["source_id"] == want["source_id"]
+
+
 def test_extxyz_ref_prefixed_keys(tmp_path, rng, make_frame, write_extxyz):
     """MACE-style REF_energy/REF_forces/REF_stress stay in info/arrays: keys configurable."""
     frames = [make_frame(rng, 5) for _ in range(2)]
