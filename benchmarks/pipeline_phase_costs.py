@@ -235,6 +235,23 @@ def cost_models(res: dict) -> dict[str, CostModel]:
     return out
 
 
+def uniform_models(models: dict, num: int = 10) -> dict[str, CostModel]:
+    """The whole model's phase totals (and |A|, |A'| totals) spread evenly over ``num``
+    stages: the idealised perfectly balanced cut the schedule study assumes."""
+    from dataclasses import replace
+
+    out = {}
+    for variant, cm in models.items():
+        tot = [sum(t[k] for t in cm.stage_times) / num for k in range(4)]
+        out[variant] = replace(cm, stage_times=(tuple(tot),) * num,
+                               mem_a=(sum(cm.mem_a) / num,) * num,
+                               mem_ap=(sum(cm.mem_ap) / num,) * num,
+                               label=cm.label.replace("one entry per unit stage",
+                                                      "whole-model totals spread evenly "
+                                                      f"over {num} stages"))
+    return out
+
+
 def write_markdown(res: dict, models: dict, path: Path) -> None:
     info, d = res["info"], res["derived"]
     S = len(info["stages"])
@@ -276,8 +293,13 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
           f"{sap / 2**20:,.0f} MiB)",
           "- boundary bytes (block boundary): " + ", ".join(
               f"{k} {v / 2**20:.2f} MiB" for k, v in res["boundary"].items()), "",
-          f"Cost file: `{res['costs_file']}` (bundle eager/lazy, seconds and bytes per unit "
-          "stage; `CostModel.for_stages` resamples it to any stage count by depth share)."]
+          "- whole model (all units): eager t1:t2:t3:t4 = "
+          + ":".join(f"{x:.2f}" for x in res["uniform_ratios"]["eager"]) + ", lazy = "
+          + ":".join(f"{x:.2f}" for x in res["uniform_ratios"]["lazy"]), "",
+          f"Cost files: `{res['costs_file']}` (bundle eager/lazy, seconds and bytes per unit "
+          "stage; `CostModel.for_stages` resamples it to any stage count by depth share) and "
+          f"`{res['uniform_costs_file']}` (the whole-model totals spread evenly over 10 "
+          "stages: a perfectly balanced cut, what the schedule study uses)."]
     path.write_text("\n".join(L) + "\n")
 
 
@@ -286,16 +308,27 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="10m")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--date", default=time.strftime("%Y-%m-%d"))
+    ap.add_argument("--rebuild", help="re-derive the cost files and report from a result "
+                    "JSON of an earlier run (no measuring)")
     args = ap.parse_args(argv)
-    load0 = os.getloadavg()
-    res = measure(args)
-    res.update({"date": args.date, "repeats": args.repeats, "load": [load0[0],
-                os.getloadavg()[0]], "argv": " ".join(sys.argv[1:]), "machine": MACHINE,
-                "threads": torch.get_num_threads()})
+    if args.rebuild:
+        res = json.loads(Path(args.rebuild).read_text())
+        args.date = res["date"]
+    else:
+        load0 = os.getloadavg()
+        res = measure(args)
+        res.update({"date": args.date, "repeats": args.repeats, "load": [load0[0],
+                    os.getloadavg()[0]], "argv": " ".join(sys.argv[1:]), "machine": MACHINE,
+                    "threads": torch.get_num_threads()})
     models = cost_models(res)
     stem = RESULTS / f"pipeline_phase_costs_{args.date}"
     res["costs_file"] = f"benchmarks/results/{stem.name}.costs.json"
+    res["uniform_costs_file"] = f"benchmarks/results/{stem.name}_uniform.costs.json"
     save_costs(models, f"{stem}.costs.json")
+    uni = uniform_models(models)
+    save_costs(uni, f"{stem}_uniform.costs.json")
+    res["uniform_ratios"] = {v: [x / cm.stage_times[0][0] for x in cm.stage_times[0]]
+                             for v, cm in uni.items()}
     res["median"] = {r: dict(v) for r, v in res["median"].items()}
     Path(f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
     write_markdown(res, models, Path(f"{stem}.md"))

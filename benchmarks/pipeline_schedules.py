@@ -122,9 +122,13 @@ def cmd_simulate(args) -> int:
     for P in args.P:
         for M in args.M:
             for variant, cm in profiles(args, P).items():
-                results["profiles"][variant] = {"label": cm.label, "ratios": cm.stage_times[0],
-                                                "w_frac": cm.w_frac, "alpha": cm.alpha,
-                                                "lazy_p3": cm.lazy_p3}
+                results["profiles"][variant] = {"label": cm.label, "ratios": [
+                    x / cm.stage_times[0][0] for x in cm.stage_times[0]],
+                    "w_frac": cm.w_frac, "split_factor": cm.split_factor,
+                    "fused_factor": cm.fused_factor, "alpha": cm.alpha, "lazy_p3": cm.lazy_p3}
+                if args.measured_costs or args.costs:
+                    results["mem_ap_over_a"] = sum(cm.mem_ap) / sum(cm.mem_a)
+                    results["mem_source"] = "from the cost file"
                 pt = study_point(P, M, cm, args.K)
                 results["points"][f"{variant} P={P} M={M}"] = pt
                 wk = pt[f"wavek K={args.K[0]}"]
@@ -187,17 +191,19 @@ def four_chunks(args) -> dict:
 
 
 def artifacts(args, date: str) -> list[str]:
-    """Gantt PNGs and Perfetto traces at (P, M) = (8, 8), eager toy profile."""
+    """Gantt PNGs and Perfetto traces at (P, M) = (8, 8), eager profile (the cost file's
+    when one is given, else the toy ratios)."""
     P, M = 8, 8
-    cm = toy_profile("eager", P)
+    cm = profiles(args, P)["eager"]
+    src = "measured" if (args.measured_costs or args.costs) else "toy"
     files = []
     for label, name, opts in (("1f1b4", "1f1b4", {}), ("hanayo4", "hanayo4", {}),
                               ("symfold", "symfold", {}), ("wavek", "wavek", {"K": 0})):
         prog = make_schedule(name, P, M, cm, **opts)
         r = simulate(prog, cm)
-        stem = RESULTS / f"pipeline_schedules_{date}_P{P}M{M}_eager_{label}"
+        stem = RESULTS / f"pipeline_schedules_{date}{args.tag}_P{P}M{M}_eager_{label}"
         gantt_png(slices_from_sim(r), f"{stem}.png",
-                  title=f"{prog.describe()} — bubble {r.bubble:.1%} (toy eager ratios)")
+                  title=f"{prog.describe()} — bubble {r.bubble:.1%} ({src} eager costs)")
         write_trace(slices_from_sim(r), f"{stem}.trace.json", program=prog.describe(),
                     source="simulated", costs=cm.label)
         files += [f"{stem.name}.png", f"{stem.name}.trace.json"]
@@ -217,10 +223,14 @@ def write_markdown(results: dict, path: Path, argv: str = "") -> None:
          "grids: `docs/schedules.md`.", "", "## Cost profiles", ""]
     for v, prof in results["profiles"].items():
         L.append(f"- **{v}**: {prof['label']}; t1:t2:t3:t4 = "
-                 f"{':'.join(f'{x:g}' for x in prof['ratios'])} per stage (uniform stages), "
-                 f"deferrable weight-gradient share {prof['w_frac']}, α = {prof['alpha']:g}.")
+                 f"{':'.join(f'{x:.3g}' for x in prof['ratios'])} per stage (uniform stages), "
+                 f"deferrable weight-gradient share {prof['w_frac']}, split factor "
+                 f"{prof.get('split_factor', {'P3': 1.0, 'P4': 1.0})}, fused-turn factor "
+                 f"{prof.get('fused_factor', 0.7):.2f}, α = {prof['alpha']:g}.")
+    ratio = results.get("mem_ap_over_a", 1.35)
+    source = results.get("mem_source", "measured on the toy model")
     L += ["", "Time unit: t1 of one stage of the P-stage cut. Memory unit: one stage's P1 graph "
-          "|A| at that cut (|A'| = 1.35 |A|, measured on the toy model); `peak` is the "
+          f"|A| at that cut (|A'| = {ratio:.2f} |A|, {source}); `peak` is the "
           "largest per-rank peak of live activation sets. Communication is free in the "
           "main tables (idealised, as in the research note); see the sensitivity table.", "",
           "## Issue goals", ""]

@@ -211,10 +211,20 @@ def toy_profile(variant: str, num_stages: int, **kw) -> CostModel:
                    **kw)
 
 
-#: Phase ratios t1:t2:t3:t4 (per stage, uniform), W shares and |A'|/|A| measured on the
-#: 10M preset on CPU by ``benchmarks/pipeline_phase_costs.py`` (None until measured). The
-#: executor's default cost model when ``parallel.costs`` is not set.
-MEASURED_10M_CPU: dict | None = None
+#: Phase ratios t1:t2:t3:t4 of the whole model (uniform stages), W shares, split factors
+#: of the executor's recomputing W split, fused-turn factor and |A'|/|A|, measured on the
+#: 10M preset on CPU (fp32, 1 thread, 48 atoms / 17,170 angles per micro-batch) by
+#: ``benchmarks/pipeline_phase_costs.py``, 2026-11-21 (results/pipeline_phase_costs_*).
+#: The executor's default cost model when ``parallel.costs`` is not set.
+_LABEL = "10M preset, CPU fp32 1 thread, measured 2026-11-21 (uniform stages)"
+MEASURED_10M_CPU: dict | None = {
+    "eager": {"ratios": (1.0, 1.312, 4.953, 1.552), "w_frac": {"P3": 0.509, "P4": 0.521},
+              "split_factor": {"P3": 1.572, "P4": 1.361}, "fused_factor": 0.568,
+              "mem_ap_over_a": 1.043, "label": f"{_LABEL}, eager P3"},
+    "lazy": {"ratios": (1.0, 1.28, 2.668, 5.014), "w_frac": {"P3": 0.0, "P4": 0.531},
+             "split_factor": {"P3": 1.0, "P4": 1.864}, "fused_factor": 0.568,
+             "mem_ap_over_a": 1.043, "label": f"{_LABEL}, lazy P3"},
+}
 
 
 def measured_profile(variant: str, num_stages: int) -> CostModel:
