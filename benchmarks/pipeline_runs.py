@@ -179,14 +179,18 @@ def worker_emulated(out: str, M: int, ms_per_t1: float, repeats: int, cost_file:
         cm = costs.for_stages(prog.num_stages)
         unit = ms_per_t1 * 1e-3 / (sum(t[0] for t in costs.for_stages(P).stage_times) / P)
         sim = simulate(prog, cm)
-        spans, first = measure(prog, cm, rank, links, unit, repeats)
+        # Time is compressed by ``unit`` (s per modelled s): scale the bytes alike, so the
+        # share of communication stays what it would be at the measured speed.
+        byte_scale = unit if cm.units == "s" else 1.0
+        spans, first = measure(prog, cm, rank, links, unit, repeats, byte_scale)
         load.append(os.getloadavg())
         if rank == 0:
             rows[label] = {"program": prog.describe(), "simulated_s": sim.makespan * unit,
                            "simulated_bubble": sim.bubble, "measured_s": spans,
                            "measured_bubble": trace_stats(first, P)["bubble"],
                            "slices": [(str(s.action), s.device, s.start, s.end) for s in first],
-                           "actions": sum(len(o) for o in prog.orders)}
+                           "actions": sum(len(o) for o in prog.orders),
+                           "byte_scale": byte_scale}
     if rank == 0:
         Path(out).write_text(json.dumps({"P": P, "M": M, "ms_per_t1": ms_per_t1,
                                          "repeats": repeats, "costs": cost_file or "default",
@@ -269,7 +273,9 @@ def write_emulated(results: list[dict], path: Path, argv: str, date: str,
          "stage of the P-stage cut lasts the given milliseconds); every hand-off is a real "
          "gloo message of the model's byte size. Measured makespan (first start to last end "
          "over all ranks, median of the repeats) against the simulator's for the same "
-         "Program and costs (free communication).", ""]
+         "Program and costs (free communication). With a measured cost file (seconds) the "
+         "message bytes are scaled by the same factor as time, so that communication keeps "
+         "its measured share.", ""]
     for res in results:
         L += [f"## P = {res['P']}, M = {res['M']}, t1 = {res['ms_per_t1']:g} ms, costs: "
               f"{res['costs']}", "", f"Load average (1 min) per schedule: "
