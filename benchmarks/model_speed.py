@@ -7,8 +7,9 @@ Cases (each measured in a fresh subprocess, 1 torch thread, random weights):
              AdamW step, on 32-atom structures at batch 1 (Si) and 8 (Si, Cu, NaCl, Fe,
              MgO, GaAs, Al, LiF).
 Configs: "10m" (our 10m preset; official: 10 layers, width 128, heads 256/192, Fourier,
-LayerNorm, cutoffs 6/4.5 Å: 10,443,411 parameters + 94 AtomRef) and "small" (3 blocks,
-width 64, heads 64/64, same cutoffs). Graphs are prebuilt (not timed) for both.
+LayerNorm, cutoffs 6/4.5 Å: 10,443,411 parameters + 94 AtomRef), "4m" (the same with 4
+blocks) and "small" (3 blocks, width 64, heads 64/64, same cutoffs). Graphs are
+prebuilt (not timed) for both.
 
 The official package lives only in a side venv (offline_env.md section 3) and is run
 there as a black box; its columns are skipped when that venv is absent. Each worker
@@ -37,7 +38,7 @@ DATE = "2026-11-21"
 MACHINE = "2-vCPU CPU VM, 1 torch thread"
 OFFICIAL_PYTHON = Path("/root/side-envs/matris-official/bin/python")
 CASES = ["inf_si64", "inf_si216", "inf_oxide64", "train_b1", "train_b8"]
-CONFIGS = ["small", "10m"]
+CONFIGS = ["small", "4m", "10m"]
 CUTOFFS = (6.0, 4.5)
 GPA = 160.21766208  # eV/Å³ → GPa
 
@@ -93,8 +94,8 @@ def setup_ours(config: str, atoms_list):
     from matris.model import MatRIS
     from matris.outputs import compute_outputs
 
-    cfg = preset("10m") if config == "10m" else ModelConfig(num_blocks=3, width=64,
-                                                           energy_head=(64, 64))
+    cfg = preset(config) if config in ("4m", "10m") else ModelConfig(
+        num_blocks=3, width=64, energy_head=(64, 64))
     torch.manual_seed(0)
     model = MatRIS(cfg)
     graphs = [build_graph(a.numbers, a.positions, a.cell.array, a.pbc, *CUTOFFS)
@@ -131,8 +132,9 @@ def setup_official(config: str, atoms_list):
     kw = dict(three_body_expansion="fourier", norm_type="layer",
               pairwise_cutoff=CUTOFFS[0], three_body_cutoff=CUTOFFS[1])
     torch.manual_seed(0)
-    if config == "10m":
-        model = MatRIS(num_layers=10, mlp_hidden_dims=(256, 192), **kw)
+    if config in ("4m", "10m"):
+        layers = 10 if config == "10m" else 4
+        model = MatRIS(num_layers=layers, mlp_hidden_dims=(256, 192), **kw)
     else:
         model = MatRIS(num_layers=3, node_feat_dim=64, edge_feat_dim=64,
                        three_body_feat_dim=64, mlp_hidden_dims=(64, 64), **kw)
