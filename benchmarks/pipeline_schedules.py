@@ -61,6 +61,9 @@ def profiles(args, P: int) -> dict[str, CostModel]:
     out = {}
     for name, cm in models.items():
         cm = cm.for_stages(P)
+        if getattr(args, "ideal_split", False):
+            cm = replace(cm, split_factor={"P3": 1.0, "P4": 1.0},
+                         label=f"{cm.label} [what-if: ideal W split, split factor 1]")
         if args.alpha is not None:
             cm = replace(cm, alpha=args.alpha * cm.stage_times[0][0])
         out[name] = cm
@@ -495,6 +498,8 @@ def main(argv=None) -> int:
                      help="per-hand-off latency in units of t1 (default: the file's, or 0)")
     sim.add_argument("--date", default=time.strftime("%Y-%m-%d"))
     sim.add_argument("--tag", default="", help="suffix of the result file names")
+    sim.add_argument("--ideal-split", action="store_true",
+                     help="what-if: W split parts sum to the unsplit phase (split factor 1)")
     sim.add_argument("--no-comm", dest="comm", action="store_false",
                      help="skip the communication-latency sensitivity table")
     sim.add_argument("--no-gantt", dest="gantt", action="store_false",
