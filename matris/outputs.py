@@ -60,7 +60,13 @@ def compute_outputs(model, graph: AtomGraph, *, forces: bool = True, stress: boo
         if forces:
             out["forces"] = -grads[0]
         if stress:
-            out["stress"] = grads[-1] / cell_volumes(graph)[:, None, None]
+            # Divide by a finite volume and mark non-periodic rows NaN afterwards, so the
+            # backward of a loss that masks those rows out stays finite (0/NaN → NaN).
+            vol = cell_volumes(graph)
+            valid = torch.isfinite(vol)
+            per_vol = grads[-1] / torch.where(valid, vol, torch.ones_like(vol))[:, None, None]
+            out["stress"] = torch.where(valid[:, None, None], per_vol,
+                                        torch.full_like(per_vol, float("nan")))
     if magmoms and io.magmoms is not None:
         out["magmoms"] = io.magmoms
     if atom_energies:

@@ -146,3 +146,19 @@ def test_dtype_and_cutoff_mismatch_errors():
     g3 = build_graph([100], [[0, 0, 0]], None, False, 5.0, 3.5).to(dtype=torch.float32)
     with pytest.raises(ValueError, match="Z=100"):
         model(g3)
+
+
+def test_stress_of_molecule_is_nan_but_gradients_stay_finite():
+    """A molecule next to a crystal in one batch: its stress row is NaN, and a loss that
+    selects the crystal's stress only has finite parameter gradients."""
+    from matris.graph import collate
+
+    model = random_model(preset("tiny"), seed=5)
+    crystal = _graph(model)
+    molecule = build_graph([29, 29], [[0, 0, 0], [2.4, 0, 0]], None, False, 5.0, 3.5)
+    batch = collate([crystal, molecule.to(dtype=torch.float64)])
+    out = compute_outputs(model, batch, stress=True, create_graph=True)
+    assert torch.isnan(out["stress"][1]).all() and torch.isfinite(out["stress"][0]).all()
+    loss = out["stress"][0].square().sum() + out["forces"].square().sum()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
