@@ -82,9 +82,6 @@ def test_non_finite_gradient_stops_training_without_touching_weights(trainer):
     assert all(torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
 
 
-@pytest.mark.xfail(reason="matris.outputs divides the strain gradient by a NaN volume for "
-                          "non-periodic structures; its backward turns 0/NaN into NaN grads "
-                          "(reported to the model owner)", strict=False)
 def test_molecule_next_to_a_stress_labelled_crystal_gives_finite_gradients(trainer):
     crystal = dict(trainer.train_ds[0])
     molecule = {"numbers": np.array([29, 29], dtype=np.uint8),
