@@ -67,7 +67,7 @@ def make_structure(system: str, n_atoms: int):
     return atoms
 
 
-def build_calculator(engine: str, model: str, workdir: Path):
+def build_calculator(engine: str, model: str, workdir: Path, job: dict):
     """(calculator, parameter count)."""
     if engine == "ours":
         import torch
@@ -78,7 +78,8 @@ def build_calculator(engine: str, model: str, workdir: Path):
 
         torch.manual_seed(0)
         net = MatRIS(preset("10m", **MODELS[model][0]))
-        calc = MatRISCalculator(net, device="cpu", dtype="float32", skin=1.0)
+        calc = MatRISCalculator(net, device="cpu", dtype="float32", skin=1.0,
+                                checkpoint=job["ours_checkpoint"])
         return calc, sum(p.numel() for p in net.parameters())
     if engine == "chgnet":
         from chgnet.model import CHGNet
@@ -114,7 +115,7 @@ def worker(job: dict) -> dict:
     load_start = os.getloadavg()
     atoms = make_structure(job["system"], job["n_atoms"])
     t0 = time.perf_counter()
-    calc, n_params = build_calculator(job["engine"], job["model"], Path(job["workdir"]))
+    calc, n_params = build_calculator(job["engine"], job["model"], Path(job["workdir"]), job)
     atoms.calc = calc
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
     Stationary(atoms)
@@ -137,7 +138,9 @@ def worker(job: dict) -> dict:
            "loadavg_start": load_start, "loadavg_end": os.getloadavg()}
     nl = getattr(calc, "neighbors", None)
     if nl is not None:
-        out.update(graph_builds=nl.builds, graph_reuses=nl.reuses)
+        graph = nl.graph(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+        out.update(graph_builds=nl.builds, graph_reuses=nl.reuses, n_angles=graph.n_angles,
+                   checkpointed=bool(calc._use_checkpoint(graph)))
     return out
 
 
@@ -177,6 +180,11 @@ def main(argv=None) -> int:
     p.add_argument("--engines", default="ours,chgnet,official")
     p.add_argument("--skip", default="10m:official:216",
                    help="comma list of model:engine:size to skip (memory/time)")
+    p.add_argument("--ours-checkpoint", choices=("auto", "off"), default="off",
+                   help="our calculator's recompute setting; 'off' matches the official "
+                        "calculator's activation_checkpoint=False")
+    p.add_argument("--append", action="store_true",
+                   help="add to the existing result files of the same name")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--min-steps", type=int, default=3)
@@ -204,6 +212,12 @@ def main(argv=None) -> int:
     stem = f"md_speed_{args.date}_{args.machine.replace(' ', '-')}"
     stem += f"_{args.tag}" if args.tag else ""
     results, t_start = [], time.time()
+    if args.append and (out_dir / f"{stem}.json").exists():
+        old = json.loads((out_dir / f"{stem}.json").read_text())
+        results = old["runs"]
+        meta["loadavg_start"] = old["meta"]["loadavg_start"]
+        meta["parts"] = [*old["meta"].get("parts", [old["meta"]["args"]]), vars(args)]
+        t_start -= old["meta"]["wall_s"]
     for model, sizes, rounds in plan(args.plan):
         for rnd in range(rounds):
             for system in args.systems.split(","):
@@ -216,7 +230,9 @@ def main(argv=None) -> int:
                         job = dict(engine=engine, model=model, system=system, n_atoms=size,
                                    round=rnd, warmup=args.warmup, steps=args.steps,
                                    min_steps=args.min_steps, budget=args.budget,
-                                   workdir=str(workdir))
+                                   workdir=str(workdir),
+                                   ours_checkpoint=(False if args.ours_checkpoint == "off"
+                                                    else "auto"))
                         res = run_job(pythons[engine], job, args.mem_gb, args.timeout)
                         results.append(res)
                         msg = (f"{res['ms_per_step']:.1f} ms/step" if res.get("ms_per_step")
