@@ -39,6 +39,47 @@ class MatRIS(nn.Module):
         self.embedding = Embedding(config)
         self.blocks = nn.ModuleList(InteractionBlock(config) for _ in range(config.num_blocks))
         self.readout = Readout(config)
+        self._moe_cache: list | None = None
+
+    # ------------------------------------------------------------------ MoE
+    def moe_layers_of_block(self, k: int) -> list:
+        """The MoE layers of interaction block k (empty for a dense model)."""
+        if self._moe_cache is None:
+            from matris.nn.moe import moe_layers
+
+            self._moe_cache = [moe_layers(b) for b in self.blocks]
+        return self._moe_cache[k]
+
+    @property
+    def num_moe_layers_run(self) -> int:
+        """MoE layers run by a full forward (normalises the aux loss)."""
+        from matris.nn.moe import moe_layers_run
+
+        return moe_layers_run(self.config)
+
+    def moe_aux_loss(self, graph: AtomGraph) -> Tensor | None:
+        """The model's load-balancing loss on `graph` from chemistry alone (element
+        routers; see `Stage.moe_aux_loss`); None for a dense model."""
+        from matris.moe import stage_aux_loss
+
+        return stage_aux_loss(self.stages(())[0], graph)
+
+    def specialize(self, elements) -> MatRIS:
+        """A copy that keeps only the experts `elements` route to (exact for them; other
+        elements raise). MD cost then tracks active, not total, parameters. See
+        `matris.moe.specialize`."""
+        from matris.moe import specialize
+
+        return specialize(self, elements)
+
+    def active_parameters(self) -> int:
+        """Parameters used for one row: every MoE layer counts k experts + shared expert
+        + its router table; equals the total for a dense model."""
+        from matris.nn.moe import moe_layers
+
+        total = sum(p.numel() for p in self.parameters())
+        return total - sum(m.expert_parameters() * (len(m.experts) - m.top_k)
+                           for m in moe_layers(self))
 
     # ------------------------------------------------------------------ stages
     @property
@@ -96,9 +137,12 @@ class MatRIS(nn.Module):
         """
         if positions is None:
             positions = graph.positions
-        io = None
+        io, aux = None, None
         for stage in self.stages(()):
             io = stage(io, graph, positions, strain, exchange, checkpoint=checkpoint)
+            if io.aux_loss is not None:
+                aux = io.aux_loss if aux is None else aux + io.aux_loss
+        io.aux_loss = aux
         return io
 
     # ------------------------------------------------------------------ references
@@ -138,4 +182,6 @@ class MatRIS(nn.Module):
         if self.readout.magmom is not None:
             out["magmom head"] = count(self.readout.magmom)
         out["total"] = count(self)
+        if self.config.moe is not None:
+            out["active (per row)"] = self.active_parameters()
         return out

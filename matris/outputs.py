@@ -35,7 +35,9 @@ def compute_outputs(model, graph: AtomGraph, *, forces: bool = True, stress: boo
 
     Returns:
         dict with "energy" (B,) eV and, as requested, "forces" (N, 3) eV/Å,
-        "stress" (B, 3, 3) eV/Å³, "magmoms" (N,) μB, "atom_energies" (N,) eV.
+        "stress" (B, 3, 3) eV/Å³, "magmoms" (N,) μB, "atom_energies" (N,) eV; MoE
+        models in training mode add "aux_loss" (scalar, the load-balancing loss of
+        this forward, differentiable w.r.t. the routers; docs/moe.md).
     """
     positions = graph.positions.detach()
     strain = None
@@ -71,6 +73,8 @@ def compute_outputs(model, graph: AtomGraph, *, forces: bool = True, stress: boo
         out["magmoms"] = io.magmoms
     if atom_energies:
         out["atom_energies"] = io.atom_energy
+    if io.aux_loss is not None:
+        out["aux_loss"] = io.aux_loss
     if not create_graph:
         out = {k: v.detach() for k, v in out.items()}
     return out

@@ -36,6 +36,11 @@ class StageIO:
     atom (N, D), bond (U, D), angle (A, D) between stages. After the last stage:
     energy (B,) in eV (reference energies included), atom_energy (N,) in eV (zero on
     halo rows), magmoms (N,) in μB when the model has the head.
+
+    aux_loss: MoE models in training mode only (else None): this stage's share of the
+    load-balancing loss (a scalar depending on this stage's router parameters only;
+    the shares of all stages sum to the model's aux loss, see docs/moe.md). It never
+    crosses a cut: `tensors()` leaves it out.
     """
 
     atom: Tensor | None = None
@@ -44,11 +49,13 @@ class StageIO:
     energy: Tensor | None = None
     atom_energy: Tensor | None = None
     magmoms: Tensor | None = None
+    aux_loss: Tensor | None = None
 
     def tensors(self) -> dict[str, Tensor]:
-        """The non-None fields by name (e.g. to send them to the next stage)."""
+        """The non-None fields by name (e.g. to send them to the next stage), without the
+        stage-local `aux_loss`."""
         return {f.name: getattr(self, f.name) for f in fields(self)
-                if getattr(self, f.name) is not None}
+                if f.name != "aux_loss" and getattr(self, f.name) is not None}
 
 
 class Stage(nn.Module):
@@ -69,6 +76,10 @@ class Stage(nn.Module):
         self.embedding = model.embedding if self.first else None
         self.blocks = nn.ModuleList(model.blocks[start:stop])
         self.readout = model.readout if last else None
+        # Plain list (not registered): the MoE layers of this stage's blocks, whose
+        # aux losses the forward collects; the model's count normalises the shares.
+        self._moe = [m for k in range(start, stop) for m in model.moe_layers_of_block(k)]
+        self._moe_total = model.num_moe_layers_run
 
     def forward(self, io: StageIO | None, graph: AtomGraph, positions: Tensor,
                 strain: Tensor | None, exchange: Exchange = LOCAL,
@@ -101,11 +112,29 @@ class Stage(nn.Module):
                     block, h, e, t, geo, topo, exchange, final=final, use_reentrant=False)
             else:
                 h, e, t = block(h, e, t, geo, topo, exchange, final=final)
+        aux = self._collect_aux()
         if not self.last:
-            return StageIO(atom=h, bond=e, angle=t)
+            return StageIO(atom=h, bond=e, angle=t, aux_loss=aux)
         energy, atom_energy, magmoms = self.readout(
             h, geo, topo, graph.batch, graph.num_structures, exchange)
-        return StageIO(energy=energy, atom_energy=atom_energy, magmoms=magmoms)
+        return StageIO(energy=energy, atom_energy=atom_energy, magmoms=magmoms, aux_loss=aux)
+
+    def _collect_aux(self) -> Tensor | None:
+        aux = None
+        for layer in self._moe:
+            a = layer.pop_aux()
+            if a is not None:
+                aux = a if aux is None else aux + a
+        return None if aux is None else aux / self._moe_total
+
+    def moe_aux_loss(self, graph: AtomGraph) -> Tensor | None:
+        """This stage's share of the balance loss from the graph's chemistry alone (no
+        forward; element routers only): equals ``StageIO.aux_loss`` of a training forward
+        on the same graph. Lets a trainer add the aux term anywhere, e.g. after a pipeline
+        step, or on GP part 0 with the whole micro-batch's graph. None for dense stages."""
+        from matris.moe import stage_aux_loss
+
+        return stage_aux_loss(self, graph)
 
 
 def _check_inputs(stage: Stage, io: StageIO | None, graph: AtomGraph, positions: Tensor):

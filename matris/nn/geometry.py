@@ -22,7 +22,8 @@ from matris.nn.ops import gather
 @dataclass
 class Topology:
     """Index tensors derived from the graph (int64). z_* = atomic number of the centre atom
-    of each row, for element-aware MLPs."""
+    of each row, for element-aware MLPs; bonds have no centre, so MoE layers on bond rows
+    route on the unordered pair `z_bond_pair` (permutation invariant)."""
 
     centre: Tensor  # (E,) centre atom of each directed edge
     neighbour: Tensor  # (E,)
@@ -32,8 +33,9 @@ class Topology:
     angle_q: Tensor  # (A,) bond of the second ("source") edge
     z_atom: Tensor  # (N,)
     z_edge: Tensor  # (E,)
-    z_bond: Tensor  # (U,)
+    z_bond: Tensor  # (U,) centre of the canonical edge
     z_angle: Tensor  # (A,)
+    z_bond_pair: Tensor  # (U, 2) both atoms of each bond (symmetric MoE route key)
 
 
 def compute_topology(graph: AtomGraph) -> Topology:
@@ -41,14 +43,16 @@ def compute_topology(graph: AtomGraph) -> Topology:
     p, q = graph.angle_edges[0], graph.angle_edges[1]
     angle_centre = centre.index_select(0, p)
     z = graph.numbers
+    z_bond_a = z.index_select(0, centre.index_select(0, graph.bond_edge))
+    z_bond_b = z.index_select(0, neighbour.index_select(0, graph.bond_edge))
     return Topology(
         centre=centre, neighbour=neighbour, edge_bond=graph.edge_bond,
         angle_centre=angle_centre,
         angle_p=graph.edge_bond.index_select(0, p),
         angle_q=graph.edge_bond.index_select(0, q),
         z_atom=z, z_edge=z.index_select(0, centre),
-        z_bond=z.index_select(0, centre.index_select(0, graph.bond_edge)),
-        z_angle=z.index_select(0, angle_centre))
+        z_bond=z_bond_a, z_angle=z.index_select(0, angle_centre),
+        z_bond_pair=torch.stack([z_bond_a, z_bond_b], dim=1))
 
 
 @dataclass

@@ -56,7 +56,7 @@ class LineAttention(nn.Module):
         num_t, den_t, num_s, den_s = exchange.bonds(agg).split(d, dim=1)
         a_t = num_t / (den_t + self.kappa)
         a_s = num_s / (den_s + self.kappa)
-        e_new = self.update([(e, None), (a_t, None), (a_s, None)], topo.z_bond) \
+        e_new = self.update([(e, None), (a_t, None), (a_s, None)], topo.z_bond_pair) \
             + self.gamma.bond * e
         t_new = m + self.gamma.angle * t
         return e_new, t_new
@@ -113,7 +113,7 @@ class LineRefinement(nn.Module):
                           (e, topo.angle_q)], topo.z_angle)
         partial = gather_mul_scatter(r, eps, topo.angle_q, topo.angle_p, e.shape[0])
         s = exchange.bonds(partial) * eps
-        e_new = self.bond_ffn(s, topo.z_bond) + self.gamma.bond * e
+        e_new = self.bond_ffn(s, topo.z_bond_pair) + self.gamma.bond * e
         if not need_angles:  # the model's last block: nothing reads the angles
             return e_new, None
         t_new = self.angle_ffn(r, topo.z_angle) + self.gamma.angle * t

@@ -7,9 +7,10 @@ an angle MLP never materialises an [A, 3·D] concatenation and its first-layer G
 rows only sees the angle features; bond and atom projections run on U or N rows.
 
 Every MLP of a block is built by `build_mlp`, which dispatches on the config: dense
-modules by default, or a builder registered under ``"moe"`` (MatRIS-MoE) when
-``config.moe`` is set. Every MLP is called as ``mlp(parts, z)`` where ``z`` holds the
-atomic number of the centre atom of each output row (for element-routed experts).
+modules by default, or a builder registered under ``"moe"`` (MatRIS-MoE,
+`matris.nn.moe`) when ``config.moe`` is set. Every MLP is called as ``mlp(parts, z)``
+where ``z`` is the route key of each output row: the atomic number of its centre atom
+(atoms, edges, angles; shape (R,)) or the two atomic numbers of a bond (shape (R, 2)).
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ def build_mlp(kind: str, in_dims: Sequence[int], hidden: int, out: int, config: 
             so an MoE builder can choose which MLPs become experts.
     """
     key = "dense" if config.moe is None else "moe"
+    if key == "moe" and key not in MLP_BUILDERS:
+        import matris.nn.moe  # noqa: F401  (registers the "moe" builder)
     if key not in MLP_BUILDERS:
         raise ValueError("config.moe is set but no 'moe' MLP builder is registered "
                          "(import the MoE module first)")

@@ -1,6 +1,6 @@
 """Physics-suite fixtures: a random-weight float64 model per preset and test structures.
 
-`PHYSICS_PRESETS` lists the presets the suite runs on; MoE presets join it later.
+`PHYSICS_PRESETS` lists the presets the suite runs on (dense and MoE).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from matris.config import preset
 from matris.testing import random_model
 
-PHYSICS_PRESETS = ["tiny"]
+PHYSICS_PRESETS = ["tiny", "tiny-moe"]
 
 
 @pytest.fixture(scope="module", params=PHYSICS_PRESETS)
