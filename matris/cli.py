@@ -9,13 +9,22 @@ from matris.config import OFFICIAL_PARAMS, PRESETS, MatrisConfigError, preset
 
 
 def _count(name: str) -> int:
+    import torch
+
     from matris.model import MatRIS
 
-    model = MatRIS(preset(name))
+    with torch.device("meta"):  # shapes only: a 1B-parameter preset needs no memory
+        model = MatRIS(preset(name))
     breakdown = model.parameter_breakdown()
     width = max(len(k) for k in breakdown)
     print(f"preset {name}: {model.config.num_blocks} blocks, width {model.config.width}, "
           f"cutoffs {model.config.cutoff}/{model.config.three_body_cutoff} Å")
+    moe = model.config.moe_config
+    if moe is not None:
+        print(f"  MoE: {moe.num_experts} experts, top-{moe.top_k}"
+              f"{' + shared expert' if moe.shared_expert else ''}, {moe.router} router, "
+              f"{model.num_moe_layers_run} MoE layers run per forward, roles "
+              f"{', '.join(moe.roles)}")
     for key, value in breakdown.items():
         print(f"  {key:<{width}}  {value:>12,}")
     if name in OFFICIAL_PARAMS:
@@ -29,7 +38,8 @@ def _count(name: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="matris-model", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    count = sub.add_parser("count", help="print parameter counts of a preset")
+    count = sub.add_parser("count", help="print parameter counts of a preset (total and, "
+                           "for MoE presets, active per row)")
     count.add_argument("preset", help=f"one of {sorted(PRESETS)}")
     args = parser.parse_args(argv)
     try:

@@ -75,6 +75,7 @@ class ElementRouter(nn.Module):
     def __init__(self, num_experts: int, top_k: int, max_z: int, std: float = 1.0):
         super().__init__()
         self.num_experts, self.top_k, self.max_z = num_experts, top_k, max_z
+        self.init_std = std
         self.logits = nn.Parameter(torch.randn(max_z, num_experts) * std)
         self.register_buffer("expert_ids", torch.arange(num_experts))
         self.register_buffer("allowed", torch.ones(max_z + 1, dtype=torch.bool))
@@ -130,12 +131,18 @@ class FeatureRouter(nn.Module):
     def __init__(self, in_dims, num_experts: int, top_k: int, std: float = 1.0):
         super().__init__()
         self.num_experts, self.top_k = num_experts, top_k
+        self.init_std = std
         self.proj = nn.ModuleList(nn.Linear(d, num_experts, bias=(i == 0))
                                   for i, d in enumerate(in_dims))
+        self.reset_parameters()
+        self.register_buffer("expert_ids", torch.arange(num_experts))
+
+    def reset_parameters(self) -> None:
         with torch.no_grad():
             for lin in self.proj:
-                lin.weight.normal_(0.0, std / max(1, lin.in_features) ** 0.5)
-        self.register_buffer("expert_ids", torch.arange(num_experts))
+                lin.weight.normal_(0.0, self.init_std / max(1, lin.in_features) ** 0.5)
+                if lin.bias is not None:
+                    lin.bias.zero_()
 
     def forward(self, parts, want_aux: bool = False) -> Route:
         from matris.nn.mlp import gather_sum
