@@ -9,21 +9,19 @@ from matris.config import OFFICIAL_PARAMS, PRESETS, MatrisConfigError, preset
 
 
 def _count(name: str) -> int:
-    import torch
+    from matris.moe import count_parameters
+    from matris.nn.moe import moe_layers_run
 
-    from matris.model import MatRIS
-
-    with torch.device("meta"):  # shapes only: a 1B-parameter preset needs no memory
-        model = MatRIS(preset(name))
-    breakdown = model.parameter_breakdown()
+    config = preset(name)
+    breakdown = count_parameters(config)  # exact, without building every expert
     width = max(len(k) for k in breakdown)
-    print(f"preset {name}: {model.config.num_blocks} blocks, width {model.config.width}, "
-          f"cutoffs {model.config.cutoff}/{model.config.three_body_cutoff} Å")
-    moe = model.config.moe_config
+    print(f"preset {name}: {config.num_blocks} blocks, width {config.width}, "
+          f"cutoffs {config.cutoff}/{config.three_body_cutoff} Å")
+    moe = config.moe_config
     if moe is not None:
         print(f"  MoE: {moe.num_experts} experts, top-{moe.top_k}"
               f"{' + shared expert' if moe.shared_expert else ''}, {moe.router} router, "
-              f"{model.num_moe_layers_run} MoE layers run per forward, roles "
+              f"{moe_layers_run(config)} MoE layers run per forward, roles "
               f"{', '.join(moe.roles)}")
     for key, value in breakdown.items():
         print(f"  {key:<{width}}  {value:>12,}")

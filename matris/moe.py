@@ -127,6 +127,37 @@ def specialize(model: nn.Module, elements: Iterable[int]):
     return special
 
 
+def count_parameters(config) -> dict[str, int]:
+    """`MatRIS.parameter_breakdown` of `config` without building every expert.
+
+    Parameters are affine in the number of experts E (each expert and each router
+    column has a fixed size), so the model is built on the meta device with E = top_k
+    and the missing experts and router columns are added per layer. Exact (tested
+    against instantiation); a ``moe-1b`` count takes a second instead of minutes.
+    """
+    from matris.model import MatRIS
+
+    moe = config.moe_config
+    small_cfg = config if moe is None else config.replace(
+        moe={**config.moe, "num_experts": moe.top_k})
+    with torch.device("meta"):
+        small = MatRIS(small_cfg)
+    out = small.parameter_breakdown()
+    if moe is None:
+        return out
+    extra_total = extra_router = 0
+    for layer in moe_layers(small):
+        router = sum(p.numel() for p in layer.router.parameters()) // moe.top_k
+        n = (moe.num_experts - moe.top_k) * (layer.expert_parameters() + router)
+        key = f"{layer.role.split('.')[0]} (all blocks)"
+        out[key] += n
+        extra_total += n
+        extra_router += (moe.num_experts - moe.top_k) * router
+    out["total"] += extra_total
+    out["active (per row)"] += extra_router
+    return out
+
+
 def parameter_summary(model) -> dict[str, int]:
     """total, active (per row), experts held and MoE layers of a model."""
     layers = moe_layers(model)
