@@ -29,4 +29,4 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 demo: install
-	$(BIN)/python -m matris.demo --out demo_out
+	$(BIN)/python -m matris.train.demo --out demo_out
