@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+MACHINE = "2-vCPU CPU VM"
 
 
 def launch(n: int, args: list[str], timeout: float = 3600) -> None:
@@ -197,6 +199,101 @@ def worker_emulated(out: str, M: int, ms_per_t1: float, repeats: int, cost_file:
                                          "loadavg": load, "rows": rows}))
     mdist.barrier()
     mdist.shutdown()
+
+
+# --------------------------------------------------------------------- commands
+def cmd_real(args) -> int:
+    """Real compute at P ranks for every schedule (+ memory at P_mem), see pipeline_runs."""
+    from matris.train.pipeline.actions import parse_action
+    from matris.train.pipeline.trace import TraceSlice, gantt_png, write_trace
+
+    stem = RESULTS / f"pipeline_real_{args.date}"
+    raw = f"{stem}.raw.json"
+    launch(args.P, ["worker-real", raw, str(args.M), str(args.blocks), str(args.width),
+                         str(args.atoms), str(args.repeats), *args.schedules])
+    res = summarize_real(raw)
+    mem = None
+    if args.mem_P:
+        raw_mem = f"{stem}.mem.raw.json"
+        launch(args.mem_P, ["worker-real", raw_mem, str(args.mem_M), str(args.mem_blocks),
+                                 str(args.width), str(args.atoms), "1", *args.mem_schedules])
+        mem = summarize_real(raw_mem)
+    for label, r in res["schedules"].items():
+        slices = [TraceSlice(d, parse_action(a), s, e) for a, d, s, e in r.pop("slices")]
+        name = label.replace(":", "_")
+        write_trace(slices, f"{stem}_{name}.trace.json", program=r["program"],
+                    source="measured")
+        gantt_png(slices, f"{stem}_{name}.png", title=f"{r['program']} (real compute) — "
+                  f"bubble {r['bubble']:.1%}, step {r['wall_s']:.2f} s")
+    if mem:
+        for r in mem["schedules"].values():
+            r.pop("slices")
+    Path(f"{stem}.json").write_text(json.dumps({"date": args.date, "machine": MACHINE,
+                                                "real": res, "memory": mem}, indent=1))
+    write_real(res, mem, Path(f"{stem}.md"), " ".join(sys.argv[1:]), args.date, MACHINE)
+    print(Path(f"{stem}.md").read_text())
+    return 0
+
+
+def cmd_emulated(args) -> int:
+    """Emulated compute at each P: measured vs simulated makespan per schedule."""
+    from matris.train.pipeline.actions import parse_action
+    from matris.train.pipeline.trace import TraceSlice, gantt_png
+
+    stem = RESULTS / f"pipeline_emulated_{args.date}"
+    results = []
+    for P in args.P:
+        raw = f"{stem}_P{P}.raw.json"
+        launch(P, ["worker-emulated", raw, str(args.M), str(args.ms), str(args.repeats),
+                        args.costs or "-", *args.schedules])
+        res = json.loads(Path(raw).read_text())
+        for label, r in res["rows"].items():
+            slices = [TraceSlice(d, parse_action(a), s, e) for a, d, s, e in r.pop("slices")]
+            if label.startswith(("wavek", "symfold")):
+                gantt_png(slices, f"{stem}_P{P}_{label.replace(':', '_')}.png",
+                          title=f"{r['program']} emulated — measured "
+                                f"{min(r['measured_s']):.2f} s, simulated "
+                                f"{r['simulated_s']:.2f} s")
+        Path(raw).unlink()
+        results.append(res)
+    Path(f"{stem}.json").write_text(json.dumps({"date": args.date, "machine": MACHINE,
+                                                "runs": results}, indent=1))
+    write_emulated(results, Path(f"{stem}.md"), " ".join(sys.argv[1:]), args.date,
+                        MACHINE)
+    print(Path(f"{stem}.md").read_text())
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """The ``real`` and ``emulated`` subcommands of ``pipeline_schedules.py``."""
+    import time
+
+    real = sub.add_parser("real", help="real compute on P ranks (mpirun), every schedule")
+    real.add_argument("--P", type=int, default=2)
+    real.add_argument("--M", type=int, default=4)
+    real.add_argument("--blocks", type=int, default=4)
+    real.add_argument("--width", type=int, default=64)
+    real.add_argument("--atoms", type=int, default=16, choices=(8, 16, 32))
+    real.add_argument("--repeats", type=int, default=3)
+    real.add_argument("--schedules", nargs="+", default=[
+        "gpipe4", "1f1b4", "hanayo4", "symfold", "wavek", "symfold:lazy", "wavek:lazy"])
+    real.add_argument("--mem-P", type=int, default=4, help="0: skip the memory run")
+    real.add_argument("--mem-M", type=int, default=8)
+    real.add_argument("--mem-blocks", type=int, default=6)
+    real.add_argument("--mem-schedules", nargs="+", default=["gpipe4", "1f1b4", "symfold",
+                                                             "wavek"])
+    real.add_argument("--date", default=time.strftime("%Y-%m-%d"))
+    real.set_defaults(func=cmd_real)
+    emu = sub.add_parser("emulated", help="sleeping compute, real messages (mpirun)")
+    emu.add_argument("--P", type=int, nargs="+", default=[4, 8])
+    emu.add_argument("--M", type=int, default=8)
+    emu.add_argument("--ms", type=float, default=25.0, help="milliseconds per stage t1")
+    emu.add_argument("--repeats", type=int, default=3)
+    emu.add_argument("--costs", help="cost JSON (default: the executor's default model)")
+    emu.add_argument("--schedules", nargs="+", default=[
+        "gpipe4", "1f1b4", "hanayo4", "symfold", "wavek", "wavek:lazy"])
+    emu.add_argument("--date", default=time.strftime("%Y-%m-%d"))
+    emu.set_defaults(func=cmd_emulated)
 
 
 def main(argv=None) -> int:
