@@ -78,8 +78,9 @@ def build_calculator(engine: str, model: str, workdir: Path, job: dict):
 
         torch.manual_seed(0)
         net = MatRIS(preset("10m", **MODELS[model][0]))
+        # stress="always": like the official (task efs) and CHGNet calculators.
         calc = MatRISCalculator(net, device="cpu", dtype="float32", skin=1.0,
-                                checkpoint=job["ours_checkpoint"])
+                                checkpoint=job["ours_checkpoint"], stress="always")
         return calc, sum(p.numel() for p in net.parameters())
     if engine == "chgnet":
         from chgnet.model import CHGNet

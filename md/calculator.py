@@ -50,6 +50,10 @@ class MatRISCalculator(Calculator):
             on above it.
         checkpoint_budget_gb: budget of the "auto" rule in GB; None (default) = half of
             the memory available on the device at each evaluation.
+        stress: "auto" (default) computes the stress of 3D-periodic cells when it is asked
+            for, or ahead of time when it was read at the previous geometry (cell
+            filters, NPT) or announced with `request_stress`; "always" computes it with
+            every calculation.
         **kwargs: passed to `ase.calculators.calculator.Calculator`.
 
     Attributes:
@@ -64,7 +68,7 @@ class MatRISCalculator(Calculator):
     def __init__(self, model: MatRIS | str | os.PathLike, device: str = "auto",
                  dtype: str = "float32", skin: float = 1.0, compile: bool | str = False,
                  unseen_elements: str = "error", checkpoint: bool | str = "auto",
-                 checkpoint_budget_gb: float | None = None, **kwargs):
+                 checkpoint_budget_gb: float | None = None, stress: str = "auto", **kwargs):
         super().__init__(**kwargs)
         if unseen_elements not in UNSEEN_POLICIES:
             raise ValueError(f"unseen_elements must be one of {list(UNSEEN_POLICIES)}, "
@@ -80,6 +84,12 @@ class MatRISCalculator(Calculator):
             raise ValueError(f"checkpoint must be True, False or 'auto', got {checkpoint!r}")
         self.checkpoint = checkpoint
         self.checkpoint_budget_gb = checkpoint_budget_gb
+        if stress not in ("auto", "always"):
+            raise ValueError(f"stress must be 'auto' or 'always', got {stress!r}")
+        self.stress_mode = stress
+        self._stress_read = False  # stress was read at the current geometry
+        self._stress_next = False  # include stress in the next calculation
+        self.evaluations = 0  # model evaluations (calculations) so far
         self.known_elements = known_elements(
             self.model.reference_energies.detach().cpu().numpy(), cfg.max_z)
         props = list(type(self).implemented_properties)
@@ -90,8 +100,9 @@ class MatRISCalculator(Calculator):
     # ------------------------------------------------------------------ single structure
     def calculate(self, atoms: Atoms | None = None, properties=("energy",),
                   system_changes=all_changes) -> None:
-        """Fill ``self.results`` with every property at once (stress only for 3D-periodic
-        cells: requesting it otherwise raises PropertyNotImplementedError)."""
+        """Fill ``self.results`` with energy, free_energy, energies, forces, magmoms and,
+        for 3D-periodic cells, stress per the `stress` policy (requesting stress of
+        another cell raises PropertyNotImplementedError)."""
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         periodic = bool(np.all(atoms.pbc))
@@ -99,13 +110,31 @@ class MatRISCalculator(Calculator):
             raise PropertyNotImplementedError(
                 f"stress is only defined for cells periodic along all three axes "
                 f"(pbc={atoms.pbc.tolist()})")
+        # Stress costs extra autograd work: compute it when asked, when it was read at the
+        # previous geometry (cell filters and NPT read it at every step) or announced.
+        with_stress = periodic and (self.stress_mode == "always" or "stress" in properties
+                                    or self._stress_read or self._stress_next)
+        self._stress_read = self._stress_next = False
         numbers, positions, cell, pbc = self._arrays(atoms)
         graph = self.neighbors.graph(numbers, positions, cell, pbc)
         check_min_distance(self.neighbors.last_min_length)
-        res = run_model(self.runner, graph.to(self.device, self.dtype), stress=periodic,
+        res = run_model(self.runner, graph.to(self.device, self.dtype), stress=with_stress,
                         magmoms="magmoms" in self.implemented_properties,
                         checkpoint=self._use_checkpoint(graph))
-        self.results = split_results(res, [len(numbers)], [periodic])[0]
+        self.evaluations += 1
+        self.results = split_results(res, [len(numbers)], [with_stress])[0]
+
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        """ASE's get_property; also remembers that stress was read (see `stress`)."""
+        value = super().get_property(name, atoms, allow_calculation)
+        if name == "stress":
+            self._stress_read = True
+        return value
+
+    def request_stress(self) -> None:
+        """Include the stress in the next calculation (a logger that reads it every k
+        steps calls this one step ahead, so no calculation is repeated)."""
+        self._stress_next = True
 
     # ------------------------------------------------------------------ many structures
     def batch_evaluate(self, structures: list[Atoms], max_batch_atoms: int = 2048

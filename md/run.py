@@ -31,7 +31,8 @@ def _calc_stats(atoms: Atoms) -> dict:
     nl = getattr(atoms.calc, "neighbors", None)
     if nl is None:
         return {}
-    return {"graph_builds": nl.builds, "graph_reuses": nl.reuses}
+    return {"graph_builds": nl.builds, "graph_reuses": nl.reuses,
+            "model_evaluations": getattr(atoms.calc, "evaluations", None)}
 
 
 def _finish(atoms: Atoms, out: Path, log, summary: dict, title: str,
@@ -73,6 +74,10 @@ def run_md(atoms: Atoms, out_dir: str | Path, ensemble: str, steps: int, *,
         drivers.init_velocities(atoms, temperature_K, seed)
     log = ThermoLog(dyn, atoms, out / "thermo.csv")
     dyn.attach(log, interval=log_every)
+    if hasattr(atoms.calc, "request_stress"):  # the log reads stress (pressure): ask ahead
+        calc = atoms.calc
+        dyn.attach(lambda: (dyn.nsteps + 1) % log_every == 0 and calc.request_stress(),
+                   interval=1)
     traj = None
     if traj_every:
         traj = TrajectoryWriter(atoms, out / f"trajectory.{traj_format}")

@@ -145,3 +145,32 @@ def test_checkpoint_auto_rule_and_equal_results(model):
     np.testing.assert_allclose(on.get_forces(atoms), off.get_forces(atoms), atol=1e-12)
     with pytest.raises(ValueError, match="checkpoint"):
         MatRISCalculator(model, checkpoint="sometimes")
+
+
+def test_stress_policy_auto_and_always(model):
+    atoms = skewed_oxide()
+    calc = MatRISCalculator(model, dtype="float64")
+    atoms.calc = calc
+    atoms.get_forces()
+    assert "stress" not in calc.results  # nobody asked: no strain derivative
+    stress = atoms.get_stress()  # recomputed with stress at the same geometry
+    assert calc.evaluations == 2
+    np.testing.assert_allclose(stress, MatRISCalculator(model, dtype="float64", stress="always")
+                               .get_stress(atoms), rtol=1e-12)
+    for _ in range(4):  # cell-filter pattern: forces, then stress, at every geometry
+        atoms.positions[0] += 0.01
+        atoms.get_forces()
+        assert "stress" in calc.results  # read at the previous geometry: computed ahead
+        atoms.get_stress()
+    assert calc.evaluations == 6
+    atoms.positions[0] += 0.01
+    atoms.get_forces()  # sticky for one geometry after the last read...
+    atoms.positions[0] += 0.01
+    atoms.get_forces()  # ...then off again
+    assert "stress" not in calc.results
+    calc.request_stress()
+    atoms.positions[0] += 0.01
+    atoms.get_forces()
+    assert "stress" in calc.results
+    with pytest.raises(ValueError, match="stress"):
+        MatRISCalculator(model, stress="never")

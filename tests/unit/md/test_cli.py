@@ -58,6 +58,9 @@ def test_md_ensembles(checkpoint, structure, tmp_path, capsys, ensemble, extra):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 12 and summary["ensemble"] == ensemble
     assert summary["graph_builds"] >= 1 and summary["threads"] == 1
+    # one evaluation per step, plus the start (validation, then stress for the log):
+    # the log's stress is requested one step ahead, never recomputed
+    assert summary["model_evaluations"] == 12 + 2
     assert ("drift_meV_per_atom_per_ps" in summary) == (ensemble == "nve")
     assert "ns_per_day" in capsys.readouterr().out
 
