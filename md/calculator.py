@@ -26,6 +26,7 @@ from matris.md.model_io import load_model, resolve_device, resolve_dtype
 from matris.md.neighbors import CandidateGraph, SkinNeighborList
 from matris.md.validate import UNSEEN_POLICIES, check_min_distance, known_elements
 from matris.model import MatRIS
+from matris.moe_select import ExpertSelection
 
 
 class MatRISCalculator(Calculator):
@@ -54,10 +55,18 @@ class MatRISCalculator(Calculator):
             for, or ahead of time when it was read at the previous geometry (cell
             filters, NPT) or announced with `request_stress`; "always" computes it with
             every calculation.
+        moe_elements: MoE models with element routing evaluate a copy holding only the
+            experts their elements route to (`matris.moe_select`; results identical to
+            the full model): None (default) specialises to the elements seen so far
+            (the full model is kept to add experts when a new element appears), a list
+            of atomic numbers specialises once and drops the full model (memory tracks
+            active parameters; other elements raise), "all" keeps every expert.
+            Ignored for dense models.
         **kwargs: passed to `ase.calculators.calculator.Calculator`.
 
     Attributes:
-        model: the loaded `MatRIS` (eval mode, frozen). neighbors: the
+        model: the `MatRIS` evaluated now (eval mode, frozen; for MoE models the one
+        specialised to the elements seen, see ``experts``). neighbors: the
         `SkinNeighborList` (``neighbors.builds`` / ``neighbors.reuses`` count graph
         builds and reuses).
     """
@@ -68,15 +77,21 @@ class MatRISCalculator(Calculator):
     def __init__(self, model: MatRIS | str | os.PathLike, device: str = "auto",
                  dtype: str = "float32", skin: float = 1.0, compile: bool | str = False,
                  unseen_elements: str = "error", checkpoint: bool | str = "auto",
-                 checkpoint_budget_gb: float | None = None, stress: str = "auto", **kwargs):
+                 checkpoint_budget_gb: float | None = None, stress: str = "auto",
+                 moe_elements=None, **kwargs):
         super().__init__(**kwargs)
         if unseen_elements not in UNSEEN_POLICIES:
             raise ValueError(f"unseen_elements must be one of {list(UNSEEN_POLICIES)}, "
                              f"got {unseen_elements!r}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
-        self.model = load_model(model, self.device, self.dtype)
+        if isinstance(model, MatRIS) and not isinstance(moe_elements, str | None):
+            model = ExpertSelection(model, moe_elements).model  # copy only used experts
+        self.experts = ExpertSelection(load_model(model, self.device, self.dtype),
+                                       moe_elements)
+        self.model = self.experts.model
         cfg = self.model.config
+        self._compile = compile
         self.runner = ModelRunner(self.model, compile)
         self.neighbors = SkinNeighborList(cfg.cutoff, cfg.three_body_cutoff, skin)
         self.unseen_elements = unseen_elements
@@ -116,6 +131,7 @@ class MatRISCalculator(Calculator):
                                     or self._stress_read or self._stress_next)
         self._stress_read = self._stress_next = False
         numbers, positions, cell, pbc = self._arrays(atoms)
+        self._select_experts(numbers)
         graph = self.neighbors.graph(numbers, positions, cell, pbc)
         check_min_distance(self.neighbors.last_min_length)
         res = run_model(self.runner, graph.to(self.device, self.dtype), stress=with_stress,
@@ -164,6 +180,7 @@ class MatRISCalculator(Calculator):
         cfg = self.model.config
         graphs = [build_graph(*a, cfg.cutoff, cfg.three_body_cutoff) for a in arrays]
         periodic = [bool(np.all(a[3])) for a in arrays]
+        self._select_experts(np.concatenate([a[0] for a in arrays]))
         for g in graphs:
             check_min_distance(CandidateGraph(g).bond_lengths(g.positions.numpy()))
         batch = collate(graphs).to(self.device, self.dtype)
@@ -171,6 +188,13 @@ class MatRISCalculator(Calculator):
                         magmoms="magmoms" in self.implemented_properties,
                         checkpoint=self._use_checkpoint(batch))
         return split_results(res, [len(a[0]) for a in arrays], periodic)
+
+    def _select_experts(self, numbers) -> None:
+        """MoE: evaluate the model specialised to these elements (`moe_elements`)."""
+        model = self.experts.for_numbers(numbers)
+        if model is not self.model:
+            compile_ = self._compile if self.runner.fallback_reason is None else False
+            self.model, self.runner = model, ModelRunner(model, compile_)
 
     def _use_checkpoint(self, graph) -> bool:
         if self.checkpoint != "auto":
