@@ -68,6 +68,8 @@ class LossWeights:
     forces: float = 1.0                      # force components, eV/Å
     stress: float = 0.1                      # stress components, GPa
     magmoms: float = 0.0                     # μB
+    moe_balance: float = 0.01                # MoE load-balancing loss (mean over the step's
+                                             # micro-batches; 1 = uniform; matris.train.moe)
 
 
 @dataclass
@@ -288,6 +290,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     w = cfg.loss.weights
     for name in ("energy", "forces", "stress", "magmoms"):
         _check(getattr(w, name) >= 0, f"loss.weights.{name}", "must be >= 0")
+    _check(w.moe_balance >= 0, "loss.weights.moe_balance", "must be >= 0")
     _check(w.energy + w.forces + w.stress + w.magmoms > 0, "loss.weights",
            "at least one weight must be > 0")
     _check(cfg.loss.huber_delta > 0, "loss.huber_delta", "must be > 0")

@@ -21,6 +21,7 @@ from .data import GraphDataset, StepLoader
 from .ema import EMA
 from .loss import weighted_loss
 from .metrics import ValAccumulator
+from .moe import BalanceLoss
 from .optim import build_optimizer, clip_gradients, lr_at, set_lr
 from .rng import rng_state, seed_everything, set_rng_state
 from .sampler import StepSampler
@@ -95,6 +96,8 @@ class Trainer:
                        if cfg.data.val_split else None)
         self.model = build_model(cfg, self.train_ds.reference_energies, self.device, self.dtype)
         self.runner = build_runner(cfg, self.model, self.groups, self.device)
+        self.balance = BalanceLoss(self.model, self.runner, cfg.loss.weights.moe_balance,
+                                   self.groups.coord.gp)
         self.named_params = _named_parameters(self.runner)
         self.params = [p for _, p in self.named_params]
         self.optimizer = build_optimizer(self.named_params, cfg.optim)
@@ -167,9 +170,13 @@ class Trainer:
         for b in batches:
             for t, c in b.labels.counts().items():
                 local_counts[t] += c
+        local_counts["microbatches"] = float(len(batches))
         counts = mdist.all_reduce_dict(local_counts, self.groups.dp)
         self.optimizer.zero_grad(set_to_none=True)
         result = self.runner.run(batches, counts)
+        if self.balance.active:  # MoE balance term (matris.train.moe), before the all-reduce
+            result.sums["moe_balance"] = self.balance.add([b.graph for b in batches],
+                                                          counts["microbatches"])
         mdist.allreduce_gradients(self.params, self.groups.stage, op="sum",
                                   bucket_mb=self.cfg.parallel.bucket_mb)
         return result, counts
@@ -190,7 +197,8 @@ class Trainer:
         if self.ema is not None:
             self.ema.update()
         self.step += 1
-        sums = mdist.all_reduce_dict({t: result.sums.get(t, 0.0) for t in TERMS},
+        keys = (*TERMS, "moe_balance") if self.balance.active else TERMS
+        sums = mdist.all_reduce_dict({t: result.sums.get(t, 0.0) for t in keys},
                                      self.groups.world)
         weights = {t: getattr(self.cfg.loss.weights, t) for t in TERMS}
         out = {"loss": float(weighted_loss({t: torch.tensor(s, dtype=torch.float64)
@@ -198,6 +206,8 @@ class Trainer:
                                            weights, counts)),
                "lr": lr, "grad_norm": norm}
         out.update({f"loss_{t}": sums[t] / counts[t] for t in TERMS if counts[t] > 0})
+        if self.balance.active:  # mean balance loss of the step's micro-batches (1: uniform)
+            out["moe_balance"] = sums["moe_balance"]
         work = mdist.all_reduce_dict({"frames": result.frames, "atoms": result.atoms},
                                      self.groups.dp)
         out["frames"], out["atoms"] = work["frames"], work["atoms"]

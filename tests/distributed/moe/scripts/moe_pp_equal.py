@@ -3,12 +3,12 @@
 
 A ``tiny-moe`` model (float64, random weights, same on every rank) is trained for one
 step through ``PipelineRunner`` (the real executor over gloo point-to-point links) for
-every schedule / variant named; then, as a trainer would, each rank adds the balance
-loss of its stages (``Stage.moe_aux_loss``, from chemistry alone) for its DP replica's
-micro-batches with weight W_AUX / (number of micro-batches of the step), and the
-gradients are all-reduced over the stage group (DP). Rank 0 compares every stage's
-gradients with the serial double backward of all micro-batches plus the serial
-forward's aux loss, and writes OUT/result.json.
+every schedule / variant named; then, as the trainer does, each rank adds the balance
+loss of its stages (``matris.train.moe.BalanceLoss``: ``Stage.moe_aux_loss``, from
+chemistry alone) for its DP replica's micro-batches with weight W_AUX / (number of
+micro-batches of the step), and the gradients are all-reduced over the stage group
+(DP). Rank 0 compares every stage's gradients with the serial double backward of all
+micro-batches plus the serial forward's aux loss, and writes OUT/result.json.
 """
 
 import json
@@ -22,6 +22,7 @@ from matris.testing import random_model
 from matris.train import dist as mdist
 from matris.train.config import load_config
 from matris.train.graph_parallel.testing import loss_config, relative_error
+from matris.train.moe import BalanceLoss
 from matris.train.pipeline.executor import PipelineRunner
 from matris.train.pipeline.testing import counts_of, grads, microbatches, serial_gradients
 from matris.train.pipeline.testing import variants as schedule_variants
@@ -69,11 +70,8 @@ for name, label, opts in jobs:
     model.zero_grad(set_to_none=True)
     runner = PipelineRunner(cfg, model, groups, torch.device("cpu"))
     runner.run(mine, counts)
-    for stage in runner.stages.values():  # the trainer's aux term (docs/moe.md)
-        for b in mine:
-            share = stage.moe_aux_loss(b.graph)
-            if share is not None:
-                (W_AUX / (DP * M) * share).backward()
+    # The trainer's balance term (matris.train.moe.BalanceLoss, as Trainer calls it).
+    BalanceLoss(model, runner, W_AUX).add([b.graph for b in mine], DP * M)
     touched = sum(p.grad is not None for p in runner.parameters())
     mdist.allreduce_gradients(runner.parameters(), groups.stage)
     g = {n: p.grad.detach().clone() for n, p in runner.named_parameters()}
