@@ -77,8 +77,8 @@ def pick_md_structure(data_root: Path, out: Path) -> dict:
             "formula": atoms.get_chemical_formula(), "n_atoms": len(atoms)}
 
 
-def _train_records(metrics: Path) -> list[dict]:
-    return [r for r in map(json.loads, metrics.read_text().splitlines()) if r["kind"] == "train"]
+def _records(metrics: Path, kind: str) -> list[dict]:
+    return [r for r in map(json.loads, metrics.read_text().splitlines()) if r["kind"] == kind]
 
 
 def summarize(out: Path, timings: dict, md_pick: dict) -> dict:
@@ -91,7 +91,8 @@ def summarize(out: Path, timings: dict, md_pick: dict) -> dict:
     manifest = yaml.safe_load(manifest_path.read_text())
     evals = json.loads((out / "eval" / "eval_test.json").read_text())
     md = json.loads((out / "md" / "summary.json").read_text())
-    records = _train_records(out / "train" / "metrics.jsonl")
+    records = _records(out / "train" / "metrics.jsonl", "train")
+    val = _records(out / "train" / "metrics.jsonl", "val")
     state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     n_params = sum(v.numel() for k, v in state["state_dict"].items()
                    if not k.endswith("reference_energies"))
@@ -110,7 +111,10 @@ def summarize(out: Path, timings: dict, md_pick: dict) -> dict:
                      "final_loss": records[-1]["loss"] if records else None,
                      "pipeline_program": trace.get("program"),
                      "pipeline_bubble_measured": trace.get("bubble"),
-                     "pipeline_trace_step": trace.get("step")},
+                     "pipeline_trace_step": trace.get("step"),
+                     # validation split before the first step and after the last
+                     "val_first": val[0] if val else None,
+                     "val_last": val[-1] if val else None},
         "test": {k: evals[k] for k in ("n_frames", "energy_mae_mev_atom", "forces_mae_mev_a",
                                        "stress_mae_gpa", "magmoms_mae_mub") if k in evals},
         "md": {**md_pick, **{k: md[k] for k in ("ensemble", "steps", "timestep_fs",
@@ -118,6 +122,16 @@ def summarize(out: Path, timings: dict, md_pick: dict) -> dict:
                                                 "mean_T_K_second_half") if k in md}},
         "wall_s": timings,
     }
+
+
+def _val_line(t: dict) -> str:
+    first, last = t.get("val_first"), t.get("val_last")
+    if not first or not last or first is last:
+        return "- **Validation**: n/a"
+    return (f"- **Validation** ({int(first['n_frames'])} val frames), step {first['step']} → "
+            f"{last['step']}: energy {first['energy_mae_mev_atom']:.1f} → "
+            f"{last['energy_mae_mev_atom']:.1f} meV/atom, forces "
+            f"{first['forces_mae_mev_a']:.1f} → {last['forces_mae_mev_a']:.1f} meV/Å")
 
 
 def _markdown(s: dict, out: Path) -> str:
@@ -133,6 +147,7 @@ def _markdown(s: dict, out: Path) -> str:
         f"({t['median_atoms_per_s']:.0f} atoms/s); measured pipeline bubble "
         + (f"{100 * bubble:.1f}% (step {t['pipeline_trace_step']})" if bubble is not None
            else "n/a"),
+        _val_line(t),
         f"- **Test split** ({e.get('n_frames')} held-out frames): energy "
         f"{e.get('energy_mae_mev_atom', float('nan')):.1f} meV/atom, forces "
         f"{e.get('forces_mae_mev_a', float('nan')):.1f} meV/Å, stress "
