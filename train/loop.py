@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from . import dist as mdist
+from .checkpointing import atomic_write_bytes
 from .config import to_yaml
 from .data import StepLoader
 from .export import export_checkpoint
@@ -53,6 +55,8 @@ def run_loop(tr: Trainer, resume: bool) -> dict:
     log = MetricsLog(cfg.log.out, tr.env.is_main, cfg.log.tensorboard,
                      resume_step=tr.step if resumed else None)
     _say(tr, "resolved config:\n" + to_yaml(cfg))
+    if tr.env.is_main:  # the run folder documents itself (checkpoints keep their own copy)
+        atomic_write_bytes(Path(cfg.log.out) / "config.yaml", to_yaml(cfg).encode())
     _say(tr, _banner(tr))
     stop = min(tr.total_steps, cfg.train.stop_at or tr.total_steps)
     loader = StepLoader(tr.graphs_of(tr.train_ds), tr.sampler, max_steps=max(0, stop - tr.step),
