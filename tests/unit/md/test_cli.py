@@ -83,11 +83,19 @@ def test_relax(checkpoint, tmp_path, capsys):
     assert (out / "thermo.png").exists()
 
 
-def test_relax_not_converged_exit_code(checkpoint, structure, tmp_path):
-    code = main(["--model", str(checkpoint), "--structure", str(structure), "--ensemble",
-                 "relax", "--fmax", "1e-9", "--steps", "2", "--out", str(tmp_path / "r"),
-                 "--no-progress", "--threads", "1"])
+def test_relax_not_converged_exit_code_cif_fix_cell(checkpoint, tmp_path):
+    """A CIF input, positions-only relaxation (--fix-cell) stopped after 2 steps."""
+    atoms = si_cell(1, rattle=0.1)
+    src = tmp_path / "si.cif"
+    write(src, atoms, format="cif")
+    code = main(["--model", str(checkpoint), "--structure", str(src), "--ensemble",
+                 "relax", "--fmax", "1e-9", "--steps", "2", "--fix-cell", "--out",
+                 str(tmp_path / "r"), "--no-progress", "--threads", "1"])
     assert code == 3
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["steps"] == 2 and not summary["converged"] and not summary["relax_cell"]
+    np.testing.assert_allclose(read(tmp_path / "r" / "final.extxyz").cell.array,
+                               atoms.cell.array, atol=1e-6)
 
 
 def test_bad_structure_exit_code(checkpoint, tmp_path, capsys):
