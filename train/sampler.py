@@ -116,7 +116,10 @@ class StepSampler:
 
     Args:
         natoms: (n,) atoms per frame of the split.
-        max_atoms / max_edges: micro-batch caps (``max_edges`` needs ``nedges``).
+        nedges: (n,) directed graph edges per frame of the split, aligned with ``natoms``
+            (:mod:`matris.train.edge_counts`); only read when ``max_edges`` is set.
+        max_atoms / max_edges: micro-batch caps (``max_edges`` needs ``nedges``); a frame
+            above either cap forms a micro-batch on its own.
         dp_size, dp_rank: data-parallel degree and this rank's DP coordinate.
         microbatches: micro-batches per DP rank per step (M).
         seed: base seed; epoch ``e`` uses ``default_rng([seed, e])``.
@@ -130,6 +133,9 @@ class StepSampler:
             raise ValueError(f"dp_rank {dp_rank} outside [0, {dp_size})")
         self.natoms = np.asarray(natoms, dtype=np.int64)
         self.nedges = None if nedges is None else np.asarray(nedges, dtype=np.int64)
+        if self.nedges is not None and self.nedges.shape != self.natoms.shape:
+            raise ValueError(f"nedges has shape {self.nedges.shape}, natoms {self.natoms.shape}:"
+                             " both must list the same frames")
         self.max_atoms, self.max_edges = max_atoms, max_edges
         self.dp_size, self.dp_rank, self.microbatches = dp_size, dp_rank, microbatches
         self.seed, self.shuffle = seed, shuffle

@@ -18,6 +18,7 @@ from .batch import Batch
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, to_yaml
 from .data import GraphDataset, StepLoader
+from .edge_counts import edge_counts
 from .ema import EMA
 from .loss import weighted_loss
 from .metrics import ValAccumulator
@@ -104,10 +105,11 @@ class Trainer:
         self.ema = (EMA(self.named_params, cfg.ema.decay, cfg.ema.warmup)
                     if cfg.ema.enabled else None)
         t = cfg.train
+        self.edges = self.root_edge_counts() if t.max_edges is not None else None
         self.sampler = StepSampler(self.train_ds.natoms, max_atoms=t.max_atoms, dp_size=p.dp,
                                    dp_rank=self.groups.coord.dp, microbatches=p.microbatches,
                                    seed=t.seed, shuffle=cfg.data.shuffle,
-                                   nedges=getattr(self.train_ds, "nedges", None),
+                                   nedges=self.split_edges(self.train_ds),
                                    max_edges=t.max_edges)
         self.total_steps = t.steps or sum(self.sampler.steps_in_epoch(e) for e in range(t.epochs))
         self.step = 0
@@ -225,9 +227,11 @@ class Trainer:
         if self.cfg.data.val_max_frames:
             n = min(n, self.cfg.data.val_max_frames)
         indices = np.arange(n)
+        val_edges = self.split_edges(self.val_ds)
         sampler = StepSampler(self.val_ds.natoms[indices], max_atoms=self.cfg.train.max_atoms,
                               dp_size=self.cfg.parallel.dp, dp_rank=self.groups.coord.dp,
-                              shuffle=False)
+                              shuffle=False, max_edges=self.cfg.train.max_edges,
+                              nedges=None if val_edges is None else val_edges[indices])
         loader = StepLoader(self.graphs_of(self.val_ds, indices), sampler,
                             max_steps=sampler.steps_in_epoch(0), **self.loader_kwargs())
         swap = self.ema.swapped() if self.ema else contextlib.nullcontext()
@@ -249,6 +253,23 @@ class Trainer:
         return ValAccumulator.finalize(totals), pairs
 
     # ------------------------------------------------------------------ helpers
+    def root_edge_counts(self) -> np.ndarray:
+        """(n_frames,) directed edges within the model's r_c of every frame of data.root.
+
+        Cached in the root (:mod:`matris.train.edge_counts`); a first count is split over
+        all world ranks, which exchange their parts, so every rank holds the same array.
+        """
+        env = self.env
+        return edge_counts(self.cfg.data.root, self.model.config.cutoff, rank=env.rank,
+                           world=env.world_size,
+                           allgather=mdist.allgather_object if env.world_size > 1 else None,
+                           log=(lambda s: print(s, flush=True)) if env.is_main else None)
+
+    def split_edges(self, ds) -> np.ndarray | None:
+        """Edge counts aligned with ``ds`` (a split of data.root), or None without
+        ``train.max_edges``."""
+        return None if self.edges is None else self.edges[ds.indices]
+
     def graphs_of(self, ds, indices=None) -> GraphDataset:
         mc = self.model.config
         return GraphDataset(ds, mc.cutoff, mc.three_body_cutoff, indices)

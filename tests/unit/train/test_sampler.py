@@ -102,3 +102,51 @@ def test_seed_mismatch_on_resume_is_refused():
     s = StepSampler(_natoms(), max_atoms=64, seed=1)
     with pytest.raises(ValueError, match="seed"):
         s.load_state_dict({"epoch": 0, "step": 1, "seed": 2})
+
+
+def _sizes_with_edges(n=400, seed=5):
+    """Atoms and edges per frame with weakly correlated sizes and a few huge-edge frames."""
+    rng = np.random.default_rng(seed)
+    natoms = rng.integers(1, 40, size=n)
+    nedges = 2 * natoms * rng.integers(5, 60, size=n)  # dense and sparse frames mixed
+    nedges[rng.choice(n, 4, replace=False)] = 50_000  # each alone exceeds the cap
+    return natoms, nedges
+
+
+@pytest.mark.parametrize(("dp", "m"), [(1, 1), (2, 2), (3, 2)])
+def test_edge_cap_with_dp_every_frame_once_and_no_batch_over_a_cap(dp, m):
+    natoms, nedges = _sizes_with_edges()
+    kw = {"max_atoms": 120, "max_edges": 4000, "nedges": nedges, "seed": 11}
+    for epoch in (0, 1):
+        seen, per_step = _epoch_frames(natoms, dp, m, epoch, **kw)
+        assert sorted(seen) == list(range(len(natoms)))
+        mbs = [mb for plans in per_step for p in plans for mb in p.microbatches]
+        for mb in mbs:
+            idx = list(mb)
+            if len(idx) > 1:  # only a frame alone may exceed a cap
+                assert nedges[idx].sum() <= 4000 and natoms[idx].sum() <= 120
+        alone = {mb[0] for mb in mbs if len(mb) == 1}
+        assert set(np.nonzero(nedges > 4000)[0]) <= alone
+    # The edge cap binds: without it the same frames pack into fewer, edge-heavier batches.
+    no_cap = StepSampler(natoms, max_atoms=120, seed=11)
+    capped = StepSampler(natoms, max_atoms=120, seed=11, max_edges=4000, nedges=nedges)
+    assert capped.steps_in_epoch(0) > no_cap.steps_in_epoch(0)
+    assert max(nedges[p].sum() for p in no_cap.epoch_plan(0) if len(p) > 1) > 4000
+
+
+def test_edge_capped_sampler_resumes_mid_epoch():
+    natoms, nedges = _sizes_with_edges(n=150)
+    kw = {"max_atoms": 100, "max_edges": 3000, "nedges": nedges, "dp_size": 2, "dp_rank": 0,
+          "microbatches": 2, "seed": 2}
+    seq = list(itertools.islice(iter(StepSampler(natoms, **kw)), 40))
+    first = StepSampler(natoms, **kw)
+    head = list(itertools.islice(iter(first), 13))
+    resumed = StepSampler(natoms, **kw)
+    resumed.load_state_dict(first.state_dict())
+    assert head + list(itertools.islice(iter(resumed), 27)) == seq
+    assert len({p.epoch for p in seq}) > 1
+
+
+def test_edge_counts_must_match_the_frames():
+    with pytest.raises(ValueError, match="nedges"):
+        StepSampler(np.ones(10), max_atoms=5, nedges=np.ones(9), max_edges=5)
