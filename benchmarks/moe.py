@@ -6,7 +6,8 @@
     python benchmarks/moe.py report       # results JSON -> markdown
 
 Results go to benchmarks/results/moe_<DATE>.{json,md} (each subcommand updates its own
-section). Every record carries os.getloadavg(): the 2 cores are shared with other jobs.
+section; MOE_BENCH_OUT=path redirects them, e.g. for smoke runs). Every record carries
+os.getloadavg(): the 2 cores are shared with other jobs.
 
 * balance: a width-32, 2-block model with 8 experts (top-2 + shared) trains on
   embedded-dataset frames (energy + force loss, create_graph) twice from the same
@@ -14,17 +15,21 @@ section). Every record carries os.getloadavg(): the 2 cores are shared with othe
   every MoE layer on held-out frames (rows per expert, from the routes) are summarised
   by their coefficient of variation and max/mean, before and after.
 * infer: one process, 1 torch thread, float32, eval mode, graphs prebuilt; energy +
-  forces + stress of a 3-element cell, repeated with the models interleaved; medians.
-  moe-1b is built on the meta device and specialised to the cell's elements, so only
-  the used experts are ever allocated (`matris.meta`). The "dense, same active size"
-  model is the 10m backbone whose gated MLPs have (k + shared)·D hidden units (the
-  same active parameters per row as the MoE, in one MLP instead of three).
+  forces + stress of a 3-element cell, repeated with the models interleaved (order
+  rotated every repeat); wall and CPU medians. With --full (default) moe-1b is
+  materialised whole (4 GB) and specialised to the cell's elements (both are timed; the
+  max differences of their outputs are recorded); with --no-full it is built on the meta
+  device and specialised without ever allocating the unused experts (`matris.meta`). The
+  "dense, same active size" model is the 10m backbone whose gated MLPs have (k +
+  shared)·D hidden units (the same active parameters per row as the MoE, in one MLP
+  instead of three).
 * train1b: 4 ranks (PP=4, symfold, 4 micro-batches of one 10-atom 3-element frame),
   float32, random labels; each rank builds moe-1b on the meta device and materialises
-  only its stages. The executor is driven directly (`PipelineRunner`), not through
-  the trainer, because the trainer's all-reduce zero-fills untouched experts' gradients
-  (and AdamW then keeps state for all 1B parameters: 12 GB more); here experts that
-  no row of the step routed to have no gradient and AdamW skips them (lazy state).
+  only its stages (then builds the runner again: materialisation replaces the Parameter
+  objects the runner lists). The executor is driven directly (`PipelineRunner`), not
+  through the trainer, because the trainer's all-reduce zero-fills untouched experts'
+  gradients (and AdamW then keeps state for all 1B parameters: 12 GB more); here experts
+  that no row of the step routed to have no gradient and AdamW skips them (lazy state).
   Each rank runs under RLIMIT_AS so that it fails cleanly instead of OOM-killing others.
 """
 
@@ -130,32 +135,44 @@ def cmd_balance(args) -> None:
     labels = [(torch.tensor(a.get_potential_energy()), torch.tensor(a.get_forces()))
               for a in train]
     record = {"config": cfg.to_dict(), "steps": args.steps, "batch": args.batch,
-              "lr": args.lr, "max_atoms": args.max_atoms,
+              "lr": args.lr, "router_lr": args.router_lr or args.lr,
+              "max_atoms": args.max_atoms,
               "train_frames": len(train), "held_frames": len(held), "runs": {}}
     for weight in args.weights:
         model = random_model(cfg, seed=7, scale=0.0)
         model.set_reference_energies(refs)
-        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+        routers = [p for n, p in model.named_parameters() if ".router." in n]
+        rest = [p for n, p in model.named_parameters() if ".router." not in n]
+        opt = torch.optim.Adam([{"params": rest},
+                                {"params": routers, "lr": args.router_lr or args.lr}],
+                               lr=args.lr)
         before = load_stats(model, held_graphs)
         order = np.random.default_rng(1)
-        t0, losses = time.perf_counter(), []
-        for _ in range(args.steps):
+        t0, tasks, auxes = time.perf_counter(), [], []
+        for step in range(args.steps):
             idx = order.choice(len(graphs), args.batch, replace=False)
             opt.zero_grad()
-            loss = 0.0
+            task_sum = aux_sum = 0.0
             for i in idx:
                 out = compute_outputs(model, graphs[i], create_graph=True)
                 n = graphs[i].n_atoms
                 task = ((out["energy"][0] - labels[i][0]) / n) ** 2 + \
                     (out["forces"] - labels[i][1]).square().mean()
-                loss = loss + (task + weight * out["aux_loss"]) / args.batch
-            loss.backward()
+                task_sum = task_sum + task / args.batch
+                aux_sum = aux_sum + out["aux_loss"] / args.batch
+            (task_sum + weight * aux_sum).backward()
             opt.step()
-            losses.append(float(loss.detach()))
+            tasks.append(float(task_sum.detach()))
+            auxes.append(float(aux_sum.detach()))
+            if step % 50 == 0:
+                print(f"w={weight} step {step}: task {tasks[-1]:.4f} aux {auxes[-1]:.4f}",
+                      flush=True)
         after = load_stats(model, held_graphs)
         record["runs"][str(weight)] = {"before": before, "after": after,
-                                       "loss_first10": statistics.mean(losses[:10]),
-                                       "loss_last10": statistics.mean(losses[-10:]),
+                                       "task_first10": statistics.mean(tasks[:10]),
+                                       "task_last10": statistics.mean(tasks[-10:]),
+                                       "aux_first10": statistics.mean(auxes[:10]),
+                                       "aux_last10": statistics.mean(auxes[-10:]),
                                        "seconds": time.perf_counter() - t0,
                                        "loadavg": os.getloadavg()}
         print(weight, record["runs"][str(weight)], flush=True)
@@ -377,22 +394,32 @@ def cmd_train_worker(args) -> None:
 
 # ----------------------------------------------------------------------------- report
 def _report_balance(b: dict, title: str) -> list[str]:
+    lr = b.get("lr", 0.01)
+    router = f", router tables {b['router_lr']}" if b.get("router_lr", lr) != lr else ""
+    split = "task_first10" in next(iter(b["runs"].values()))
     lines = [f"## {title}", "",
-             f"{b['steps']} Adam steps (lr {b.get('lr', 0.01)}) × {b['batch']} embedded frames "
+             f"{b['steps']} Adam steps (lr {lr}{router}) × {b['batch']} embedded frames "
              f"(≤ {b.get('max_atoms', 12)} atoms, {b['train_frames']} in the pool), width 32, "
              f"2 blocks, 8 experts top-2 + shared, E + F loss (+ w·aux); the same "
              f"initialisation and batch order for every w. Hard loads (rows per expert) on "
              f"{b['held_frames']} held-out frames, mean over the 12 MoE layers: CV = "
-             f"std/mean of the loads, max/mean = the busiest expert's load over the mean.", "",
-             "| aux weight w | CV before | CV after | max/mean before | max/mean after "
-             "| loss first 10 | loss last 10 | s | load avg (1 min) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"std/mean of the loads, max/mean = the busiest expert's load over the mean.", ""]
+    cols = ("task first 10 | task last 10 | aux first 10 | aux last 10" if split
+            else "loss first 10 | loss last 10")
+    n = 4 if split else 2
+    lines += [f"| aux weight w | CV before | CV after | max/mean before | max/mean after "
+              f"| {cols} | s | load avg (1 min) |",
+              "|---|" + "---:|" * (6 + n)]
     for w, r in b["runs"].items():
+        vals = ([r["task_first10"], r["task_last10"], r["aux_first10"], r["aux_last10"]]
+                if split else [r["loss_first10"], r["loss_last10"]])
         lines.append(f"| {w} | {r['before']['cv']:.3f} | {r['after']['cv']:.3f} | "
                      f"{r['before']['max_over_mean']:.2f} | {r['after']['max_over_mean']:.2f} | "
-                     f"{r['loss_first10']:.4f} | {r['loss_last10']:.4f} | "
-                     f"{r['seconds']:.0f} | {r['loadavg'][0]:.1f} |")
-    return [*lines, "", "The loss columns include w·aux (aux = 1 for uniform routing).", ""]
+                     + " | ".join(f"{v:.4f}" for v in vals)
+                     + f" | {r['seconds']:.0f} | {r['loadavg'][0]:.1f} |")
+    note = ("task = E + F loss; aux = the model's balance loss (1 for uniform routing)."
+            if split else "The loss columns are task + w·aux (aux = 1 for uniform routing).")
+    return [*lines, "", note, ""]
 
 
 def _report_infer(r: dict) -> list[str]:
@@ -462,8 +489,12 @@ def cmd_report(args) -> None:
         lines += _report_infer(data["infer"])
     if "balance" in data:
         lines += _report_balance(data["balance"], "Balance loss (short training run)")
+    if "balance_lr0.01" in data:
+        lines += _report_balance(data["balance_lr0.01"],
+                                 "Balance loss, earlier run: lr 0.01 for everything (the task "
+                                 "loss rises: lr too high for 200 steps)")
     if "balance_60steps" in data:
-        lines += _report_balance(data["balance_60steps"], "Balance loss, first shorter run")
+        lines += _report_balance(data["balance_60steps"], "Balance loss, first short run")
     out = OUT.with_suffix(".md")
     out.write_text("\n".join(lines))
     print("\n".join(lines))
@@ -477,6 +508,8 @@ def main() -> None:
     b.add_argument("--batch", type=int, default=4)
     b.add_argument("--frames", type=int, default=400)
     b.add_argument("--lr", type=float, default=0.01)
+    b.add_argument("--router-lr", type=float, default=None,
+                   help="Adam lr of the router tables (default: --lr)")
     b.add_argument("--max-atoms", type=int, default=12, help="largest frame used")
     b.add_argument("--held", type=int, default=200, help="held-out frames for the loads")
     b.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1])

@@ -32,11 +32,13 @@ def oxide(numbers=(12, 12, 30, 30, 8, 8, 8, 8), seed=0) -> Atoms:
     return Atoms(numbers=list(numbers), scaled_positions=frac, cell=cell, pbc=True)
 
 
-def results(calc, atoms):
+def results(calc, atoms, stress=False):
     atoms = atoms.copy()
     atoms.calc = calc
-    return {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
-            "stress": atoms.get_stress()}
+    out = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+    if stress:
+        out["stress"] = atoms.get_stress()
+    return out
 
 
 def held(model) -> list[set[int]]:
@@ -57,10 +59,10 @@ def assert_same(a, b):
 def test_specialised_calculator_is_exact_and_holds_only_used_experts(model):
     atoms = oxide()
     full = MatRISCalculator(model, device="cpu", dtype="float64", moe_elements="all")
-    ref = results(full, atoms)
+    ref = results(full, atoms, stress=True)
     used = routed(full.model)  # what the full model's rows actually used
     calc = MatRISCalculator(model, device="cpu", dtype="float64")
-    assert_same(results(calc, atoms), ref)
+    assert_same(results(calc, atoms, stress=True), ref)
     assert calc.experts.elements == [8, 12, 30]
     # Exactly the routed experts are held (every element and element pair occurs here).
     assert held(calc.model) == used
