@@ -419,6 +419,9 @@ def _report_balance(b: dict, title: str) -> list[str]:
                      + f" | {r['seconds']:.0f} | {r['loadavg'][0]:.1f} |")
     note = ("task = E + F loss; aux = the model's balance loss (1 for uniform routing)."
             if split else "The loss columns are task + w·aux (aux = 1 for uniform routing).")
+    note += (" Loss columns are means of 10 per-batch values; a few frames with large "
+             "forces make single batches vary by 10× or more, so they are noisy and say "
+             "nothing about convergence (the run is about the routing).")
     return [*lines, "", note, ""]
 
 
@@ -491,8 +494,7 @@ def cmd_report(args) -> None:
         lines += _report_balance(data["balance"], "Balance loss (short training run)")
     if "balance_lr0.01" in data:
         lines += _report_balance(data["balance_lr0.01"],
-                                 "Balance loss, earlier run: lr 0.01 for everything (the task "
-                                 "loss rises: lr too high for 200 steps)")
+                                 "Balance loss, earlier run: lr 0.01 for every parameter")
     if "balance_60steps" in data:
         lines += _report_balance(data["balance_60steps"], "Balance loss, first short run")
     out = OUT.with_suffix(".md")
