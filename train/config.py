@@ -31,7 +31,7 @@ class DataConfig:
     root: str = "runs/data/embedded"         # ShardedDataset root (manifest.yaml inside)
     train_split: str = "train"
     val_split: str | None = "val"            # null: no validation
-    val_max_frames: int | None = None        # validate on the first N frames of the split
+    val_max_frames: int | None = None        # validate on N frames evenly spaced over the split
     num_workers: int = 0                     # loader worker processes per rank (build graphs)
     worker_start: Literal["forkserver", "spawn", "fork"] = "forkserver"
     prefetch_factor: int = 2

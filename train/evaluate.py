@@ -24,13 +24,35 @@ from .plots import parity_plot
 from .sampler import StepSampler
 
 
+def _baselines(ds, reference_energies: np.ndarray) -> dict:
+    """MAEs of trivial predictors on the same frames, as context for the model's MAEs:
+    energy = Σ per-element reference energies (composition only, meV/atom) and
+    forces = 0 (meV/Å). A model that does not beat them has learned nothing."""
+    e_err, e_n, f_err, f_n = 0.0, 0, 0.0, 0
+    for i in range(len(ds)):
+        frame = ds[i]
+        n = len(frame["numbers"])
+        if frame.get("energy") is not None and np.isfinite(frame["energy"]):
+            e_err += abs(float(reference_energies[frame["numbers"]].sum())
+                         - float(frame["energy"])) / n
+            e_n += 1
+        forces = frame.get("forces")
+        if forces is not None:
+            f_err += float(np.abs(forces).sum())
+            f_n += forces.size
+    return {"baseline_energy_mae_mev_atom": 1000 * e_err / e_n if e_n else None,
+            "baseline_forces_mae_mev_a": 1000 * f_err / f_n if f_n else None}
+
+
 def evaluate_checkpoint(model_path: str | Path, data_root: str | Path, split: str = "test",
                         *, max_atoms: int = 256, dtype: str = "float32",
                         out_dir: str | Path | None = None) -> dict:
     """MAEs of the checkpoint's predictions against the labels of every frame of `split`.
 
     Returns a dict with ``split``, ``n_frames``, ``n_atoms``, ``elements`` (sorted Z present),
-    the MAE keys of :class:`~matris.train.metrics.ValAccumulator`, and ``seconds``.
+    the MAE keys of :class:`~matris.train.metrics.ValAccumulator`, the trivial-predictor
+    MAEs ``baseline_energy_mae_mev_atom`` / ``baseline_forces_mae_mev_a`` (see
+    `_baselines`), and ``seconds``.
     """
     from matris.checkpoint import load_checkpoint
     from matris.datasets import ShardedDataset
@@ -58,6 +80,7 @@ def evaluate_checkpoint(model_path: str | Path, data_root: str | Path, split: st
             acc.add(pred, batch.labels)
             elements.update(int(z) for z in torch.unique(batch.graph.numbers))
     metrics = ValAccumulator.finalize(acc.totals())
+    metrics.update(_baselines(ds, model.reference_energies.detach().cpu().numpy()))
     metrics.update(split=split, n_frames=len(ds), n_atoms=int(ds.natoms.sum()),
                    elements=sorted(elements), seconds=time.perf_counter() - t0,
                    model=str(model_path), data_root=str(data_root))

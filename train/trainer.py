@@ -223,10 +223,12 @@ class Trainer:
         rank 0 when ``keep_pairs``.
         """
         acc = ValAccumulator(keep=20000 if keep_pairs else 0)
-        n = len(self.val_ds)
+        total = n = len(self.val_ds)
         if self.cfg.data.val_max_frames:
             n = min(n, self.cfg.data.val_max_frames)
-        indices = np.arange(n)
+        # Evenly spaced over the split, not its first n frames: datasets are often stored
+        # sorted (by element, source file or parent structure), so a prefix is biased.
+        indices = (np.arange(n) * total) // n
         val_edges = self.split_edges(self.val_ds)
         sampler = StepSampler(self.val_ds.natoms[indices], max_atoms=self.cfg.train.max_atoms,
                               dp_size=self.cfg.parallel.dp, dp_rank=self.groups.coord.dp,
