@@ -171,12 +171,19 @@ def allreduce_gradients(params: Iterable[torch.nn.Parameter], group: Group, op: 
                         bucket_mb: float = 25.0) -> None:
     """All-reduce ``.grad`` of ``params`` over ``group`` in flat buckets of ~``bucket_mb`` MB.
 
-    A parameter without a gradient on this rank gets a zero gradient first, so the bucket
-    layout is identical on every rank even when some ranks' batches don't touch a
-    parameter (e.g. an element embedding). ``op`` is ``sum`` (losses already normalised by
-    global counts, the trainer's convention) or ``mean``.
+    A parameter that has a gradient on some rank of the group but not on this one (e.g.
+    an element embedding row block or an MoE expert this rank's batches did not touch)
+    gets a zero gradient first, so the bucket layout is identical on every rank. A
+    parameter that has no gradient on *any* rank keeps ``grad = None``, exactly as in a
+    single process: the optimizer then skips it and keeps no state for it (for
+    MatRIS-MoE, AdamW state only for the experts a step routed to, docs/moe.md).
+    ``op`` is ``sum`` (losses already normalised by global counts, the trainer's
+    convention) or ``mean``.
     """
     params = [p for p in params if p.requires_grad]
+    touched = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
+    all_reduce_(touched, group, "max")  # touched on any rank of the group
+    params = [p for p, t in zip(params, touched.tolist(), strict=True) if t > 0]
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)

@@ -65,7 +65,7 @@ mine = [labelled_batch(case_graphs(c), seed=s) for c, s in per_replica[coord.dp]
 result, counts = trainer.compute_gradients(mine)
 sums = mdist.all_reduce_dict({t: result.sums.get(t, 0.0) for t in sorted(result.sums)},
                              trainer.groups.world)
-gp_grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()}
+gp_grads = grads_of(trainer.model)  # zeros where no rank touched a parameter (as serial)
 everyone = mdist.allgather_object({n: g for n, g in gp_grads.items()})
 
 if env.rank == 0:

@@ -74,7 +74,9 @@ for name, label, opts in jobs:
     BalanceLoss(model, runner, W_AUX).add([b.graph for b in mine], DP * M)
     touched = sum(p.grad is not None for p in runner.parameters())
     mdist.allreduce_gradients(runner.parameters(), groups.stage)
-    g = {n: p.grad.detach().clone() for n, p in runner.named_parameters()}
+    # experts no rank routed to keep grad None (zero in the serial reference)
+    g = {n: p.grad.detach().clone() for n, p in runner.named_parameters()
+         if p.grad is not None}
     gathered = mdist.allgather_object((coord.dp, g, touched, len(runner.parameters())))
     if env.rank == 0:
         merged = {n: torch.zeros_like(v) for n, v in ref.items()}

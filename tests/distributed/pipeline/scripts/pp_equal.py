@@ -63,7 +63,8 @@ for i, (name, label, opts) in enumerate(jobs):
     runner = PipelineRunner(cfg, model, groups, torch.device("cpu"))
     result = runner.run(mine, counts)
     mdist.allreduce_gradients(runner.parameters(), groups.stage)
-    grads = {n: p.grad.detach().clone() for n, p in runner.named_parameters()}
+    grads = {n: p.grad.detach().clone() for n, p in runner.named_parameters()
+             if p.grad is not None}  # untouched everywhere: None, zero in the reference
     kinds = sorted({s.action.kind.name for s in runner.last_slices})
     gathered = mdist.allgather_object((coord.dp, coord.gp, grads, result.sums, kinds))
     slices = runner.gather_slices() if i == 0 else None

@@ -34,14 +34,19 @@ for dim in ("dp", "pp", "gp", "stage", "world"):
     assert t.item() == sum(groups[dim].ranks), (dim, t.item(), groups[dim].ranks)
 
 # Bucketed gradient all-reduce over DP (mean) with tiny buckets, including a parameter
-# whose gradient is missing on some ranks.
-params = [torch.nn.Parameter(torch.zeros(n, dtype=torch.float64)) for n in (5, 300, 7, 1)]
+# whose gradient is missing on some ranks (zero-filled there) and one that no rank
+# touched (stays None, as in a single process: the optimizer keeps no state for it).
+params = [torch.nn.Parameter(torch.zeros(n, dtype=torch.float64)) for n in (5, 300, 7, 1, 4)]
 for i, p in enumerate(params):
-    if not (i == 2 and c.dp == 0):
+    if not (i == 2 and c.dp == 0) and i != 4:
         p.grad = torch.full_like(p, float(c.dp + 1) * (i + 1))
 mdist.allreduce_gradients(params, groups.dp, op="mean", bucket_mb=1e-3)
-for i, p in enumerate(params):
+assert params[4].grad is None
+for i, p in enumerate(params[:4]):
     contrib = [(d + 1) * (i + 1) for d in range(dp) if not (i == 2 and d == 0)]
+    if not contrib:  # dp = 1: parameter 2 has no gradient anywhere
+        assert p.grad is None
+        continue
     want = sum(contrib) / dp
     assert torch.all(p.grad == want), (i, p.grad[:3], want)
 

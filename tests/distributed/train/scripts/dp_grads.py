@@ -50,17 +50,19 @@ def batch_of(frames: list[dict]) -> Batch:
 
 mine = frames_for(env.rank)
 result, counts = trainer.compute_gradients([batch_of(mine)])
-dp_grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()}
+# Parameters no rank touched keep grad None (as serially); stored as absent.
+dp_grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()
+            if p.grad is not None}
 
 if env.rank == 0:
     union = frames_for(0) + frames_for(1)
     serial = LocalRunner(serial_model, cfg.loss, torch.device("cpu"), "float64")
     batch = batch_of(union).to("cpu", torch.float64)
     serial.run([batch], batch.labels.counts())
-    # Unused parameters (the magmom head: weight 0) have no gradient serially; the DP
-    # all-reduce gives them zeros.
-    ref = {n: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
-           for n, p in serial_model.named_parameters()}
+    # Unused parameters (the magmom head: weight 0) have no gradient serially, and the DP
+    # all-reduce leaves them without one too: the key sets must match.
+    ref = {n: p.grad.detach().clone() for n, p in serial_model.named_parameters()
+           if p.grad is not None}
     torch.save({"dp": dp_grads, "serial": ref, "counts": counts}, out / "grads.pt")
     print("WROTE", flush=True)
 mdist.barrier()
