@@ -178,3 +178,12 @@ def test_failing_rank_aborts_the_pipeline(mpirun):
     assert "[rank 1] RuntimeError: injected failure in P2" in proc.stderr
     assert "UNREACHABLE" not in proc.stdout
     assert time.monotonic() - start < 60
+
+
+@pytest.mark.slow
+def test_pp2_dp2_gp2_three_dimensional(mpirun, tmp_path):
+    """All three axes at once (8 ranks): each DP replica's micro-batches are split into
+    graph parts, and each part flows through the 2-stage pipeline (wavek and symfold)."""
+    report = _run(mpirun, tmp_path, 2, 2, 2, 2, 2, ["wavek", "symfold"], timeout=600)
+    assert len(report["runs"]) >= 2
+    assert report["gp_cut_bonds"] > 0, "the partition cut no bond: GP not exercised"
