@@ -151,9 +151,9 @@ def gantt_png(slices: list[TraceSlice], path: str | Path, title: str = "") -> Pa
     ax.set_xlim(0, span)
     ax.set_title(title, fontsize=9)
     kinds = sorted({s.action.kind for s in compute}, key=lambda k: list(COLORS).index(k))
+    # right of the axes: below them the legend collided with the x label on short charts
     ax.legend(handles=[Patch(color=COLORS[k], label=k.name) for k in kinds],
-              loc="upper center", bbox_to_anchor=(0.5, -0.25 if n < 6 else -0.12),
-              ncol=len(kinds), fontsize=7, frameon=False)
+              loc="center left", bbox_to_anchor=(1.005, 0.5), fontsize=7, frameon=False)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
