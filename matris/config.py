@@ -28,6 +28,18 @@ class MatrisConfigError(ValueError):
     """A configuration value is invalid; the message names the field and what is allowed."""
 
 
+def _from_plain(cls, data: Any, what: str, not_mapping: str):
+    """``cls(**data)`` for a config dataclass; a non-mapping or unknown keys raise
+    `MatrisConfigError` (``not_mapping``, or naming the keys of ``what``)."""
+    if not isinstance(data, dict):
+        raise MatrisConfigError(f"{not_mapping}, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise MatrisConfigError(f"unknown {what} field(s) {unknown}; allowed: {sorted(names)}")
+    return cls(**data)
+
+
 NORMS = ("layernorm", "rmsnorm")
 ANGLE_BASES = ("fourier",)
 ACTIVATIONS = ("silu",)
@@ -118,14 +130,7 @@ class MoEConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MoEConfig:
-        if not isinstance(data, dict):
-            raise MatrisConfigError(f"moe must be a mapping or null, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise MatrisConfigError(
-                f"unknown moe config field(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**data)
+        return _from_plain(cls, data, "moe config", "moe must be a mapping or null")
 
 
 @dataclass(frozen=True)
@@ -223,14 +228,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Inverse of `to_dict`; unknown keys raise `MatrisConfigError` naming them."""
-        if not isinstance(data, dict):
-            raise MatrisConfigError(f"model config must be a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise MatrisConfigError(
-                f"unknown model config field(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**data)
+        return _from_plain(cls, data, "model config", "model config must be a mapping")
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (validated)."""
