@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,11 +45,27 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def _default_mode() -> int:
+    """Permission bits a plain ``open(path, "w")`` would give under this process's umask."""
+    umask = os.umask(0o022)  # reading the umask means setting it; restore at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_mode()
+
+
 def _atomic(path: Path, write: Callable[[object], None]) -> None:
+    """Write through a unique temp file in ``path``'s folder, fsync, rename, fsync the
+    folder. The temp name is unique across processes and hosts (ranks on a shared file
+    system may write the same file), and the result gets ordinary permissions (mkstemp
+    alone makes 0600)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp)
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _FILE_MODE)
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

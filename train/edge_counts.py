@@ -22,8 +22,6 @@ or torch.distributed), so every rank ends with the same array.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -32,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from matris.graph.neighbors import neighbor_pairs
+
+from .checkpointing import atomic_write_bytes
 
 INDEX = "index"  # = matris.datasets.layout.INDEX (not imported: keeps this module light)
 
@@ -77,22 +77,10 @@ def _load(path: Path, n_frames: int) -> np.ndarray | None:
 
 
 def _write_atomic(path: Path, counts: np.ndarray) -> None:
-    """``np.save`` to a unique temp file in ``path``'s folder, fsync, then rename."""
+    """``np.save`` to ``path`` atomically (unique temp file, fsync, rename)."""
     buf = io.BytesIO()
     np.save(buf, counts, allow_pickle=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0o022)
-    os.umask(umask)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o666 & ~umask)  # mkstemp makes 0600; others read roots too
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def edge_counts(root: str | Path, cutoff: float, *, rank: int = 0, world: int = 1,
