@@ -9,6 +9,7 @@ compute, so the exactness of every schedule / variant can be checked without MPI
 from __future__ import annotations
 
 import copy
+import json
 
 import torch
 
@@ -124,6 +125,23 @@ def variants(name: str):
     if name == "hanayo4":
         base += [("eager+W", {"split_w": True})]
     return base
+
+
+def schedule_jobs(wanted: list[str]) -> list[tuple[str, str, list[str]]]:
+    """(schedule, variant label, config overrides) for every ``SCHEDULE[:VARIANT]`` item
+    of ``wanted`` (all of a schedule's `variants` when no variant is named); the
+    overrides set ``parallel.schedule``, ``parallel.lazy_p3`` and the generator options."""
+    jobs = []
+    for item in wanted:
+        name, _, only = item.partition(":")
+        for label, options in variants(name):
+            if only not in ("", label):
+                continue
+            opts = dict(options)
+            lazy = opts.pop("lazy_p3", False)
+            jobs.append((name, label, [f"parallel.schedule={name}", f"parallel.lazy_p3={lazy}",
+                                       f"parallel.schedule_options={json.dumps(opts)}"]))
+    return jobs
 
 
 def make_program(name, P, M, num_blocks, options):

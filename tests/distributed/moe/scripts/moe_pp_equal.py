@@ -24,8 +24,13 @@ from matris.train.config import load_config
 from matris.train.graph_parallel.testing import loss_config, relative_error
 from matris.train.moe import BalanceLoss
 from matris.train.pipeline.executor import PipelineRunner
-from matris.train.pipeline.testing import counts_of, grads, microbatches, serial_gradients
-from matris.train.pipeline.testing import variants as schedule_variants
+from matris.train.pipeline.testing import (
+    counts_of,
+    grads,
+    microbatches,
+    schedule_jobs,
+    serial_gradients,
+)
 
 out = Path(sys.argv[1])
 PP, DP, M = (int(x) for x in sys.argv[2:5])
@@ -57,16 +62,8 @@ if env.rank == 0:
     report["expert_grad_scale"] = max(float(v.abs().max()) for k, v in ref.items()
                                       if ".experts." in k)
 
-jobs = []
-for item in wanted:
-    name, _, only = item.partition(":")
-    jobs += [(name, label, o) for label, o in schedule_variants(name) if only in ("", label)]
-
-for name, label, opts in jobs:
-    opts = dict(opts)
-    lazy = opts.pop("lazy_p3", False)
-    cfg = load_config(None, [*base, f"parallel.schedule={name}", f"parallel.lazy_p3={lazy}",
-                             f"parallel.schedule_options={json.dumps(opts)}"])
+for name, label, overrides in schedule_jobs(wanted):
+    cfg = load_config(None, [*base, *overrides])
     model.zero_grad(set_to_none=True)
     runner = PipelineRunner(cfg, model, groups, torch.device("cpu"))
     runner.run(mine, counts)

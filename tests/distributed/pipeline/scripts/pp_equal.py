@@ -24,7 +24,12 @@ from matris.train import dist as mdist
 from matris.train.config import load_config
 from matris.train.graph_parallel.testing import loss_config, relative_error
 from matris.train.pipeline.executor import PipelineRunner
-from matris.train.pipeline.testing import counts_of, microbatches, serial_gradients, variants
+from matris.train.pipeline.testing import (
+    counts_of,
+    microbatches,
+    schedule_jobs,
+    serial_gradients,
+)
 from matris.train.pipeline.trace import gantt_png, trace_stats, write_trace
 
 out = Path(sys.argv[1])
@@ -49,16 +54,8 @@ if env.rank == 0:
     ref, ref_sums = serial_gradients(model, everything, lc)
     report["grad_scale"] = max(float(v.abs().max()) for v in ref.values())
 
-jobs = []
-for item in wanted:
-    name, _, only = item.partition(":")
-    jobs += [(name, label, opts) for label, opts in variants(name) if only in ("", label)]
-
-for i, (name, label, opts) in enumerate(jobs):
-    opts = dict(opts)
-    lazy = opts.pop("lazy_p3", False)
-    cfg = load_config(None, [*base, f"parallel.schedule={name}", f"parallel.lazy_p3={lazy}",
-                             f"parallel.schedule_options={json.dumps(opts)}"])
+for i, (name, label, overrides) in enumerate(schedule_jobs(wanted)):
+    cfg = load_config(None, [*base, *overrides])
     model.zero_grad(set_to_none=True)
     runner = PipelineRunner(cfg, model, groups, torch.device("cpu"))
     result = runner.run(mine, counts)
