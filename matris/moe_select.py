@@ -67,6 +67,9 @@ class ExpertSelection:
 
     def _specialise(self, source: nn.Module, elements: set[int]) -> None:
         self.elements = sorted(elements)
+        if getattr(source, "specialized_elements", None) == self.elements:
+            self.model = source  # already exactly these experts (pre-selected by the caller)
+            return
         self.model = specialize(source, self.elements)
         self.specialisations += 1
 

@@ -86,7 +86,9 @@ class MatRISCalculator(Calculator):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         if isinstance(model, MatRIS) and not isinstance(moe_elements, str | None):
-            model = ExpertSelection(model, moe_elements).model  # copy only used experts
+            # select before load_model copies the model, so unused experts are never
+            # copied; the selection below adopts this model instead of selecting again
+            model = ExpertSelection(model, moe_elements).model
         self.experts = ExpertSelection(load_model(model, self.device, self.dtype),
                                        moe_elements)
         self.model = self.experts.model
