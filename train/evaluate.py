@@ -24,24 +24,31 @@ from .plots import parity_plot
 from .sampler import StepSampler
 
 
-def _baselines(ds, reference_energies: np.ndarray) -> dict:
-    """MAEs of trivial predictors on the same frames, as context for the model's MAEs:
+class _Baselines:
+    """MAEs of trivial predictors on the evaluated frames, as context for the model's:
     energy = Σ per-element reference energies (composition only, meV/atom) and
-    forces = 0 (meV/Å). A model that does not beat them has learned nothing."""
-    e_err, e_n, f_err, f_n = 0.0, 0, 0.0, 0
-    for i in range(len(ds)):
-        frame = ds[i]
-        n = len(frame["numbers"])
-        if frame.get("energy") is not None and np.isfinite(frame["energy"]):
-            e_err += abs(float(reference_energies[frame["numbers"]].sum())
-                         - float(frame["energy"])) / n
-            e_n += 1
-        forces = frame.get("forces")
-        if forces is not None:
-            f_err += float(np.abs(forces).sum())
-            f_n += forces.size
-    return {"baseline_energy_mae_mev_atom": 1000 * e_err / e_n if e_n else None,
-            "baseline_forces_mae_mev_a": 1000 * f_err / f_n if f_n else None}
+    forces = 0 (meV/Å). A model that does not beat them has learned nothing. Accumulated
+    from the same batches as the model's MAEs (labels in their stored precision)."""
+
+    def __init__(self, reference_energies: torch.Tensor):
+        self.ref = reference_energies.detach().cpu().to(torch.float64)  # (119,) eV
+        self.e_err = self.f_err = 0.0
+        self.e_n = self.f_n = 0
+
+    def add(self, graph, labels) -> None:
+        ref = self.ref.index_select(0, graph.numbers)  # (N,)
+        e_ref = ref.new_zeros(len(labels.natoms)).index_add(0, graph.batch, ref)  # (B,)
+        err = (e_ref - labels.energy.to(torch.float64)).abs() / labels.natoms
+        self.e_err += float(err[labels.energy_mask].sum())
+        self.e_n += int(labels.energy_mask.sum())
+        self.f_err += float(labels.forces[labels.forces_mask].to(torch.float64).abs().sum())
+        self.f_n += 3 * int(labels.forces_mask.sum())
+
+    def metrics(self) -> dict:
+        return {"baseline_energy_mae_mev_atom": 1000 * self.e_err / self.e_n if self.e_n
+                else None,
+                "baseline_forces_mae_mev_a": 1000 * self.f_err / self.f_n if self.f_n
+                else None}
 
 
 def evaluate_checkpoint(model_path: str | Path, data_root: str | Path, split: str = "test",
@@ -52,7 +59,7 @@ def evaluate_checkpoint(model_path: str | Path, data_root: str | Path, split: st
     Returns a dict with ``split``, ``n_frames``, ``n_atoms``, ``elements`` (sorted Z present),
     the MAE keys of :class:`~matris.train.metrics.ValAccumulator`, the trivial-predictor
     MAEs ``baseline_energy_mae_mev_atom`` / ``baseline_forces_mae_mev_a`` (see
-    `_baselines`), and ``seconds``.
+    `_Baselines`), and ``seconds``.
     """
     from matris.checkpoint import load_checkpoint
     from matris.datasets import ShardedDataset
@@ -69,10 +76,12 @@ def evaluate_checkpoint(model_path: str | Path, data_root: str | Path, split: st
                           shuffle=False)
     loader = StepLoader(graphs, sampler, max_steps=sampler.steps_in_epoch(0), num_workers=0)
     acc = ValAccumulator(keep=200_000)
+    baselines = _Baselines(model.reference_energies)
     elements: set[int] = set()
     t0 = time.perf_counter()
     for _, batches in loader:
         for batch in batches:
+            baselines.add(batch.graph, batch.labels)  # before the cast to the model dtype
             batch = batch.to("cpu", torch_dtype)
             has_stress = bool(batch.labels.stress_mask.any())
             pred = compute_outputs(model, batch.graph, forces=True, stress=has_stress,
@@ -80,7 +89,7 @@ def evaluate_checkpoint(model_path: str | Path, data_root: str | Path, split: st
             acc.add(pred, batch.labels)
             elements.update(int(z) for z in torch.unique(batch.graph.numbers))
     metrics = ValAccumulator.finalize(acc.totals())
-    metrics.update(_baselines(ds, model.reference_energies.detach().cpu().numpy()))
+    metrics.update(baselines.metrics())
     metrics.update(split=split, n_frames=len(ds), n_atoms=int(ds.natoms.sum()),
                    elements=sorted(elements), seconds=time.perf_counter() - t0,
                    model=str(model_path), data_root=str(data_root))
