@@ -202,6 +202,14 @@ def shutdown() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        comm.Barrier()  # no rank tears down its gloo pairs while a peer still uses them
         dist.destroy_process_group()
+        # Rank 0 hosts the TCPStore: keep it up until every rank has torn down (a peer
+        # losing the store mid-teardown died with "terminate called without an active
+        # exception" in a CI run).
+        comm.Barrier()
     _ENV = None
     sys.stdout.flush()
