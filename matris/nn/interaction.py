@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from matris.config import ModelConfig
 from matris.nn.attention import smooth_attention
+from matris.nn.deferred import linear
 from matris.nn.exchange import LOCAL, Exchange
 from matris.nn.fused import gather_mul_scatter
 from matris.nn.geometry import Geometry, Topology
@@ -51,7 +52,8 @@ class LineAttention(nn.Module):
                 exchange: Exchange) -> tuple[Tensor, Tensor]:
         d, n_bonds = t.shape[1], e.shape[0]
         m = self.message([(t, None), (e, topo.angle_p), (e, topo.angle_q)], topo.z_angle)
-        agg = smooth_attention(self.logits(t), geo.angle_env if self.smooth else None, m,
+        logits = linear(t, self.logits.weight)
+        agg = smooth_attention(logits, geo.angle_env if self.smooth else None, m,
                                None, topo.angle_p, topo.angle_q, n_bonds, self.bound)
         num_t, den_t, num_s, den_s = exchange.bonds(agg).split(d, dim=1)
         a_t = num_t / (den_t + self.kappa)
@@ -82,7 +84,8 @@ class AtomAttention(nn.Module):
         m = self.message([(e, topo.edge_bond), (h, topo.centre), (h, topo.neighbour)],
                          topo.z_edge)
         # Logits depend on the bond only: computed on U rows, shared by both directions.
-        agg = smooth_attention(self.logits(e), geo.env2 if self.smooth else None, m,
+        logits = linear(e, self.logits.weight)
+        agg = smooth_attention(logits, geo.env2 if self.smooth else None, m,
                                topo.edge_bond, topo.centre, topo.neighbour, n_atoms, self.bound)
         num_t, den_t, num_s, den_s = agg.split(d, dim=1)
         a_t = num_t / (den_t + self.kappa)
@@ -107,7 +110,7 @@ class LineRefinement(nn.Module):
 
     def forward(self, h: Tensor, e: Tensor, t: Tensor, geo: Geometry, topo: Topology,
                 exchange: Exchange, need_angles: bool = True) -> tuple[Tensor, Tensor | None]:
-        eps = self.envelope(geo.basis3)  # (U, D), zero beyond r_3
+        eps = linear(geo.basis3, self.envelope.weight)  # (U, D), zero beyond r_3
         # h is read at angle centres only, which a part owns: no halo refresh needed.
         r = self.message([(t, None), (h, topo.angle_centre), (e, topo.angle_p),
                           (e, topo.angle_q)], topo.z_angle)
@@ -135,7 +138,7 @@ class AtomRefinement(nn.Module):
     def forward(self, h: Tensor, e: Tensor, geo: Geometry, topo: Topology,
                 exchange: Exchange, need_bonds: bool = True) -> tuple[Tensor, Tensor | None]:
         h = exchange.atoms(h)
-        eta = self.envelope(geo.basis2)  # (U, D), zero beyond r_c
+        eta = linear(geo.basis2, self.envelope.weight)  # (U, D), zero beyond r_c
         r = self.message([(e, topo.edge_bond), (h, topo.centre), (h, topo.neighbour)],
                          topo.z_edge)
         s = gather_mul_scatter(r, eta, topo.edge_bond, topo.centre, h.shape[0])

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from matris.config import ModelConfig
+from matris.nn.deferred import linear
 from matris.nn.fused import gated_tail
 from matris.nn.ops import gather, silu_linear
 
@@ -52,7 +53,7 @@ def gather_sum(parts: Sequence[Part], layers: Sequence[nn.Linear]) -> Tensor:
     """
     out = None
     for (feat, idx), layer in zip(parts, layers):
-        y = layer(feat)
+        y = linear(feat, layer.weight, layer.bias)
         if idx is not None:
             y = gather(y, idx)
         out = y if out is None else out + y
@@ -98,7 +99,7 @@ class FFN(nn.Module):
         self.lin2 = nn.Linear(hidden, out, bias=False)
 
     def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
-        (y,) = silu_linear(self.lin1(x), [self.lin2.weight], [None])
+        (y,) = silu_linear(linear(x, self.lin1.weight), [self.lin2.weight], [None])
         return y
 
 

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
+from matris.nn.deferred import pending_queue, record_edges, weight_wanted
+
 CHUNK_ROWS = 4096  # rows per chunk: temporaries of the fused ops stay cache-sized
 
 
@@ -126,6 +128,7 @@ def param_grads_wanted() -> bool:
 class _SiluLinear(Function):
     @staticmethod
     def forward(ctx, x, *wb):
+        record_edges(ctx, (x, *wb))
         n = len(wb) // 2
         ctx.n = n
         ctx.save_for_backward(x, *wb)
@@ -145,7 +148,10 @@ class _SiluLinear(Function):
     @staticmethod
     def backward(ctx, *gys):
         x, *wb = ctx.saved_tensors
-        return _SiluLinearGrad.apply(ctx.n, x, *wb, *gys)
+        # Which parameter gradients this pass needs (inputs 1 + 2k: W_k, 2 + 2k: b_k).
+        wanted = tuple(wb[j] is not None and weight_wanted(ctx, 1 + j)
+                       for j in range(2 * ctx.n))
+        return _SiluLinearGrad.apply(ctx.n, (wanted, pending_queue()), x, *wb, *gys)
 
 
 def _pre_grad(gys, ws, sl):
@@ -156,25 +162,32 @@ def _pre_grad(gys, ws, sl):
 
 class _SiluLinearGrad(Function):
     @staticmethod
-    def forward(ctx, n, x, *rest):
+    def forward(ctx, n, spec, x, *rest):
+        wanted, queue = spec  # per weight/bias: gradient needed; deferred-W queue or None
+        record_edges(ctx, (n, spec, x, *rest))
         wb, gys = rest[:2 * n], rest[2 * n:]
         ctx.n = n
         ctx.save_for_backward(x, *wb, *gys)
         ws, bs = wb[0::2], wb[1::2]
+        want_w = wanted[0::2]
+        compute_w = [w_k and queue is None for w_k in want_w]
         width = x.shape[1] // n
-        want = param_grads_wanted()
         gx = torch.empty_like(x)
-        g_ws = [torch.zeros_like(w) if want else None for w in ws]
+        g_ws = [torch.zeros_like(w) if c else None for w, c in zip(ws, compute_w)]
         for sl in row_chunks(x.shape[0]):
             xs = x[sl]
             torch.ops.aten.silu_backward.grad_input(_pre_grad(gys, ws, sl), xs, grad_input=gx[sl])
-            if want:
+            if any(want_w):
                 a = F.silu(xs)
                 for k, gy in enumerate(gys):
-                    g_ws[k].addmm_(gy[sl].t(), a[:, k * width:(k + 1) * width])
+                    cols = slice(k * width, (k + 1) * width)
+                    if compute_w[k]:
+                        g_ws[k].addmm_(gy[sl].t(), a[:, cols])
+                    elif want_w[k]:
+                        queue.push(ws[k], gy[sl], a[:, cols])
         out = [gx]
-        for g_w, gy, b in zip(g_ws, gys, bs):
-            out += [g_w, gy.sum(0) if want and b is not None else None]
+        for k, (g_w, gy, b) in enumerate(zip(g_ws, gys, bs)):
+            out += [g_w, gy.sum(0) if wanted[2 * k + 1] and b is not None else None]
         return tuple(out)
 
     @staticmethod
@@ -186,7 +199,10 @@ class _SiluLinearGrad(Function):
         width = x.shape[1] // n
         d_x = torch.zeros_like(x)
         d_gys = [torch.zeros_like(gy) for gy in gys]
-        d_ws = [torch.zeros_like(w) if ggx is not None else None for w in ws]
+        queue = pending_queue()
+        want_w = [ggx is not None and weight_wanted(ctx, 3 + 2 * k) for k in range(n)]
+        d_ws = [torch.zeros_like(w) if want and queue is None else None
+                for w, want in zip(ws, want_w)]
         for sl in row_chunks(x.shape[0]):
             xs = x[sl]
             s = torch.sigmoid(xs)
@@ -200,7 +216,10 @@ class _SiluLinearGrad(Function):
                 for k, (gy, w) in enumerate(zip(gys, ws)):
                     gam_k = gam[:, k * width:(k + 1) * width]
                     d_gys[k][sl] += gam_k @ w.t()
-                    d_ws[k].addmm_(gy[sl].t(), gam_k)
+                    if d_ws[k] is not None:
+                        d_ws[k].addmm_(gy[sl].t(), gam_k)
+                    elif want_w[k]:
+                        queue.push(w, gy[sl], gam_k)
             for k, (gy, b) in enumerate(zip(gys, bs)):
                 gg_w, gg_b = gg_wb[2 * k], gg_wb[2 * k + 1]
                 cols = slice(k * width, (k + 1) * width)
@@ -213,7 +232,7 @@ class _SiluLinearGrad(Function):
         d_wb = []
         for d_w in d_ws:
             d_wb += [d_w, None]
-        return (None, d_x, *d_wb, *d_gys)
+        return (None, None, d_x, *d_wb, *d_gys)
 
 
 def silu_linear(x: Tensor, weights: list[Tensor], biases: list[Tensor | None]) -> tuple:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from matris.config import ModelConfig
+from matris.nn.deferred import linear
 from matris.nn.exchange import Exchange
 from matris.nn.geometry import Geometry, Topology
 from matris.nn.mlp import make_norm
@@ -25,7 +26,7 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         for k, layer in enumerate(self.layers):
-            x = layer(x)
+            x = linear(x, layer.weight, layer.bias)
             if k < len(self.layers) - 1:
                 x = F.silu(x)
         return x

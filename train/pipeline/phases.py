@@ -21,13 +21,14 @@ For stage s and micro-batch m (ARCHITECTURE.md section 3, docs/schedules.md sect
   magmom loss) into θ_s and the h_s leaves; lazy: together with P2's outputs and (ā_s, dl)
   in the same call. h̄_s = h_s.grad (first + second order) is sent down.
 * **P34** (last stage, fused turn): P3 and P4 as one ``backward`` call.
-* **W3 / W4**: the weight-gradient part of a split P3 / P4. PyTorch's engine cannot stash
-  the per-node output gradients of a backward pass and finish the weight GEMMs later
-  without rewriting every op, so the split is done by **recomputation**: the critical
-  action runs the backward w.r.t. the boundary leaves only (the engine skips weight-only
-  branches), the W action runs it again w.r.t. θ only, both with ``retain_graph``. Exact,
-  but the two parts together cost more than the unsplit phase (measured by
-  ``benchmarks/pipeline_phase_costs.py``).
+* **W3 / W4**: the weight-gradient part of a split P3 / P4. When the program has W
+  actions, P1 records the model's linear maps as deferrable ops
+  (:mod:`matris.nn.deferred`); the critical action then runs the full backward inside
+  ``collect_weight_grads``, which pushes the two factors of every linear weight's
+  gradient (first order in P4, second order in P3) onto the slot's queue instead of
+  multiplying them, and the W action performs those GEMMs. No part of the graph is
+  walked twice; parameters that are not linear weights (norms, biases, embeddings) get
+  their gradients in the critical action. Costs: ``benchmarks/pipeline_phase_costs.py``.
 
 Graphs are kept with ``retain_graph=True`` and freed by dropping the last reference
 (:meth:`Slot.release_p2`, the executor deleting the slot): a P3 backward walks into the P1
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from matris.nn.deferred import WeightGradQueue, collect_weight_grads, deferrable
 from matris.nn.exchange import LOCAL
 from matris.nn.ops import no_param_grads
 
@@ -86,7 +88,8 @@ class Slot:
     a_in: list[Tensor] | None = None         # received a_{s+1} leaves (None at the last)
     p2_out: list[Tensor] = field(default_factory=list)  # [∂E/∂x_s, ∂E/∂ε_s?, a_s...]
     cot3: list[Tensor] | None = None         # cotangents of p2_out: [dl..., ā_s...]
-    w4_terms: tuple | None = None            # (outputs, cotangents) kept for W4
+    w3_queue: WeightGradQueue | None = None  # deferred weight GEMMs of a split P3
+    w4_queue: WeightGradQueue | None = None  # … of a split P4
     done: set = field(default_factory=set)
 
     @property
@@ -177,7 +180,7 @@ class FourPhase:
             io = StageIO(**dict(zip(in_fields(stage), slot.h_in)))
         ex = micro.exchange
         pos = slot.x if ex is LOCAL else ex.positions(slot.x)
-        with torch.enable_grad(), self._autocast():
+        with torch.enable_grad(), self._autocast(), deferrable(bool(self.split)):
             io = stage(io, g, pos, slot.strain, ex)
         if slot.stage < self.S - 1:
             slot.out = [t.to(self.dtype) for t in out_tensors(io)]
@@ -247,24 +250,27 @@ class FourPhase:
         if self.lazy:  # only ā on the critical path; the rest runs inside P4
             if a_leaves:
                 o, c = _live(outs, slot.cot3)
-                with torch.enable_grad():
+                with torch.enable_grad(), no_param_grads():  # θ-terms run in P4
                     g = torch.autograd.grad(o, a_leaves, c, retain_graph=True,
                                             allow_unused=True)
                 return _zeros_for(g, a_leaves), dl
             return None, dl
-        critical = a_leaves + (slot.h_in or [])
+        inputs = a_leaves + (slot.h_in or []) + self.params[slot.stage]
         if Kind.P3 in self.split:
-            _backward(outs, slot.cot3, critical)
+            slot.w3_queue = WeightGradQueue()
+            with collect_weight_grads(slot.w3_queue):
+                _backward(outs, slot.cot3, inputs)
         else:
-            _backward(outs, slot.cot3, critical + self.params[slot.stage])
+            _backward(outs, slot.cot3, inputs)
         abar = _leaf_grads(a_leaves) if a_leaves else None
         if Kind.P3 not in self.split:
             slot.release_p2()
         return abar, dl
 
     def w3(self, slot: Slot) -> None:
-        """Weight part of a split eager P3."""
-        _backward(slot.p2_out, slot.cot3, self.params[slot.stage])
+        """Weight part of a split eager P3: the deferred GEMMs."""
+        slot.w3_queue.flush()
+        slot.w3_queue = None
         slot.release_p2()
 
     # ------------------------------------------------------------------ P4
@@ -283,8 +289,9 @@ class FourPhase:
         outs, cots = self._p4_terms(slot, hbar_in)
         h = slot.h_in or []
         if Kind.P4 in self.split:
-            _backward(outs, cots, h)
-            slot.w4_terms = (outs, cots)
+            slot.w4_queue = WeightGradQueue()
+            with collect_weight_grads(slot.w4_queue):
+                _backward(outs, cots, h + self.params[slot.stage])
         else:
             _backward(outs, cots, h + self.params[slot.stage])
             if self.lazy:
@@ -292,10 +299,9 @@ class FourPhase:
         return _leaf_grads(h) if h else None
 
     def w4(self, slot: Slot) -> None:
-        """Weight part of a split P4."""
-        outs, cots = slot.w4_terms
-        _backward(outs, cots, self.params[slot.stage])
-        slot.w4_terms = None
+        """Weight part of a split P4: the deferred GEMMs."""
+        slot.w4_queue.flush()
+        slot.w4_queue = None
         if self.lazy:
             slot.release_p2()
 

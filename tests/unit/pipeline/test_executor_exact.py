@@ -37,7 +37,8 @@ def setup():
 @pytest.mark.parametrize("name,options", [
     ("gpipe4", {}), ("1f1b4", {"lazy_p3": True}), ("symfold", {"split_w": True}),
     ("symfold", {"fused_turn": True, "lazy_p3": True}), ("hanayo4", {}),
-    ("wavek", {"lazy_p3": True})])
+    ("wavek", {"lazy_p3": True}), ("1f1b4", {"split_w": True}),
+    ("hanayo4", {"split_w": True, "lazy_p3": True}), ("symfold", {"split_w": {"P4"}})])
 def test_in_process_equals_serial(setup, name, options):
     model, loss, batches, ref, ref_sums = setup
     prog = make_program(name, 2, len(batches), model.num_blocks, options)
@@ -91,3 +92,24 @@ def test_broken_derivation_is_caught(setup, broken, options):
     prog = make_program("symfold", 2, len(batches), model.num_blocks, options)
     g, _, _ = in_process_step(model, prog, batches, loss, phases_cls=broken)
     assert relative_error(g, ref) > 1e-3, f"{broken.__name__} went unnoticed"
+
+
+def test_w_actions_run_the_deferred_weight_gemms(setup, monkeypatch):
+    """With a W split, every W action flushes a non-empty queue of weight GEMMs (the
+    critical action left them), and the result still equals the serial gradients."""
+    from matris.nn import deferred
+
+    model, loss, batches, ref, _ = setup
+    sizes = []
+    flush = deferred.WeightGradQueue.flush
+
+    def counting_flush(queue):
+        sizes.append(len(queue))
+        flush(queue)
+
+    monkeypatch.setattr(deferred.WeightGradQueue, "flush", counting_flush)
+    prog = make_program("symfold", 2, len(batches), model.num_blocks, {"split_w": True})
+    g, _, _ = in_process_step(model, prog, batches, loss)
+    n_w = sum(1 for a in prog.expected_actions() if a.kind.name in ("W3", "W4"))
+    assert n_w > 0 and len(sizes) == n_w and min(sizes) > 0
+    assert relative_error(g, ref) < TOL
