@@ -12,7 +12,8 @@ phase code (``matris.train.pipeline.phases``) as a one-rank chain, stage by stag
 
 * run **eager**: P1 0→S−1, P2 S−1→0 (create_graph), P3 0→S−1, P4 S−1→0;
 * run **eager + W split**: the same with P3 / P4 split into critical part + W (the
-  executor's split recomputes: ``split_factor`` = (critical + W) / unsplit);
+  executor defers the linear maps' weight GEMMs, ``matris.nn.deferred``; ``split_factor``
+  = (critical + W) / unsplit, 1 for a free split);
 * run **lazy**: P3 = ā only, P4 = the rest (the last stage's lazy P4 *is* the fused
   turn: fused factor = its time / (t3 + t4) of the eager run);
 * run **lazy + W4 split**.
@@ -286,8 +287,8 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
           f"- W share of P3 (eager) {d['w3']:.2f}, of P4 {d['w4']:.2f} (lazy P4 "
           f"{d['lazy_w4']:.2f}); split factor (critical + W) / unsplit: P3 "
           f"{d['split_factor_P3']:.2f}, P4 {d['split_factor_P4']:.2f}, lazy P4 "
-          f"{d['lazy_split_factor_P4']:.2f} (the split recomputes the backward walk; "
-          "an ideal split would be 1.00)",
+          f"{d['lazy_split_factor_P4']:.2f} (W = the deferred weight GEMMs of the linear "
+          "maps; 1.00 would be a free split)",
           f"- fused turn (last stage, = its lazy P4) / (t3 + t4): {d['fused_factor']:.2f}",
           f"- |A'| / |A| = {sap / sa:.2f} (whole model: |A| {sa / 2**20:,.0f} MiB, |A'| "
           f"{sap / 2**20:,.0f} MiB)",

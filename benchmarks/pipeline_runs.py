@@ -50,6 +50,17 @@ def real_batches(M: int, atoms: int, seed: int = 0):
                            seed=m, dtype=torch.float32) for m in range(M)]
 
 
+def parse_label(label: str) -> tuple[str, bool, dict]:
+    """``NAME[:VARIANT]`` → (schedule, lazy P3, generator options). VARIANT: ``lazy``,
+    ``W`` (weight parts split: W3 and W4) or ``lazy+W`` (W4 split)."""
+    name, _, variant = label.partition(":")
+    if variant not in ("", "lazy", "W", "lazy+W"):
+        raise ValueError(f"unknown variant {variant!r} in {label!r}")
+    lazy = variant.startswith("lazy")
+    options = {"split_w": ["P4"] if lazy else True} if variant.endswith("W") else {}
+    return name, lazy, options
+
+
 def worker_real(out: str, M: int, blocks: int, width: int, atoms: int, repeats: int,
                 labels: list[str]) -> None:
     import torch
@@ -71,10 +82,11 @@ def worker_real(out: str, M: int, blocks: int, width: int, atoms: int, repeats: 
     counts = counts_of(batches)
     runners = {}
     for label in labels:
-        name, _, variant = label.partition(":")
+        name, lazy, options = parse_label(label)
         cfg = load_config(None, ["train.dtype=float32", "train.device=cpu", f"parallel.pp={P}",
                                  f"parallel.microbatches={M}", f"parallel.schedule={name}",
-                                 f"parallel.lazy_p3={variant == 'lazy'}"])
+                                 f"parallel.lazy_p3={lazy}",
+                                 f"parallel.schedule_options={json.dumps(options)}"])
         runners[label] = PipelineRunner(cfg, model, groups, torch.device("cpu"))
     params = list(model.parameters())
     raw = {label: [] for label in labels}
@@ -143,9 +155,9 @@ def summarize_real(path: str) -> dict:
         med = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
         slices = [TraceSlice(d, parse_action(a), s, e) for a, d, s, e in med["slices"]]
         stats = trace_stats(slices, info["P"])
-        name, _, variant = label.partition(":")
-        prog = build_program(name, info["P"], info["M"], info["blocks"],
-                             lazy_p3=variant == "lazy")
+        name, lazy, options = parse_label(label)
+        prog = build_program(name, info["P"], info["M"], info["blocks"], lazy_p3=lazy,
+                             options=options)
         sim = replay(prog, slices)
         out[label] = {"program": info["programs"][label], "wall_s": statistics.median(walls),
                       "walls": walls, "mb_per_s": info["M"] / statistics.median(walls),
@@ -276,7 +288,8 @@ def add_parsers(sub) -> None:
     real.add_argument("--atoms", type=int, default=16, choices=(8, 16, 32))
     real.add_argument("--repeats", type=int, default=3)
     real.add_argument("--schedules", nargs="+", default=[
-        "gpipe4", "1f1b4", "hanayo4", "symfold", "wavek", "symfold:lazy", "wavek:lazy"])
+        "gpipe4", "1f1b4", "1f1b4:W", "hanayo4", "hanayo4:W", "symfold", "symfold:W",
+        "wavek", "symfold:lazy", "wavek:lazy"], help="NAME[:lazy|:W|:lazy+W] each")
     real.add_argument("--mem-P", type=int, default=4, help="0: skip the memory run")
     real.add_argument("--mem-M", type=int, default=8)
     real.add_argument("--mem-blocks", type=int, default=6)

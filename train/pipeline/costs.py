@@ -41,8 +41,9 @@ class CostModel:
         stage_times: per stage, (t1, t2, t3, t4) for one micro-batch.
         w_frac: deferrable weight-gradient share of P3 and P4 ({"P3": f3, "P4": f4}).
         split_factor: a split phase's two parts together last ``split_factor · t`` (1: an
-            ideal split; > 1 when the split recomputes, as the executor's does): the
-            critical part ``(1 − w)·f·t``, the W part ``w·f·t``.
+            ideal split; > 1 when splitting costs extra, e.g. the bookkeeping of the
+            executor's deferred GEMMs): the critical part ``(1 − w)·f·t``, the W part
+            ``w·f·t``.
         fused_factor: a fused P3+P4 turn costs ``fused_factor * (t3 + t4)``.
         lazy_p3: the times describe the lazy-P3 variant (P3 = ā only; P4 does the rest).
         mem_a, mem_ap: per stage, size of the P1 graph A and of the P2 graph A'.
@@ -211,18 +212,19 @@ def toy_profile(variant: str, num_stages: int, **kw) -> CostModel:
                    **kw)
 
 
-#: Phase ratios t1:t2:t3:t4 of the whole model (uniform stages), W shares, split factors
-#: of the executor's recomputing W split, fused-turn factor and |A'|/|A|, measured on the
-#: 10M preset on CPU (fp32, 1 thread, 48 atoms / 17,170 angles per micro-batch) by
-#: ``benchmarks/pipeline_phase_costs.py``, 2026-11-21 (results/pipeline_phase_costs_*).
-#: The executor's default cost model when ``parallel.costs`` is not set.
-_LABEL = "10M preset, CPU fp32 1 thread, measured 2026-11-21 (uniform stages)"
+#: Phase ratios t1:t2:t3:t4 of the whole model (uniform stages), W shares and split
+#: factors of the executor's deferred-GEMM W split, fused-turn factor and |A'|/|A|,
+#: measured on the 10M preset on CPU (fp32, 1 thread, 48 atoms / 17,170 angles per
+#: micro-batch) by ``benchmarks/pipeline_phase_costs.py``, 2026-11-22
+#: (results/pipeline_phase_costs_2026-11-22.*; split factors below 1 are noise, clamped
+#: to 1). The executor's default cost model when ``parallel.costs`` is not set.
+_LABEL = "10M preset, CPU fp32 1 thread, measured 2026-11-22 (uniform stages)"
 MEASURED_10M_CPU: dict | None = {
-    "eager": {"ratios": (1.0, 1.312, 4.953, 1.552), "w_frac": {"P3": 0.509, "P4": 0.521},
-              "split_factor": {"P3": 1.572, "P4": 1.361}, "fused_factor": 0.568,
+    "eager": {"ratios": (1.0, 1.078, 3.872, 1.299), "w_frac": {"P3": 0.199, "P4": 0.276},
+              "split_factor": {"P3": 1.0, "P4": 1.084}, "fused_factor": 0.740,
               "mem_ap_over_a": 1.043, "label": f"{_LABEL}, eager P3"},
-    "lazy": {"ratios": (1.0, 1.28, 2.668, 5.014), "w_frac": {"P3": 0.0, "P4": 0.531},
-             "split_factor": {"P3": 1.0, "P4": 1.864}, "fused_factor": 0.568,
+    "lazy": {"ratios": (1.0, 1.053, 2.119, 4.131), "w_frac": {"P3": 0.0, "P4": 0.197},
+             "split_factor": {"P3": 1.0, "P4": 1.074}, "fused_factor": 0.740,
              "mem_ap_over_a": 1.043, "label": f"{_LABEL}, lazy P3"},
 }
 
