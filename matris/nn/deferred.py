@@ -75,25 +75,24 @@ class WeightGradQueue:
 
 
 @contextlib.contextmanager
+def thread_setting(state: threading.local, name: str, value, default=None):
+    """Set ``state.<name> = value`` for the block (this thread only), then restore it."""
+    old = getattr(state, name, default)
+    setattr(state, name, value)
+    try:
+        yield value
+    finally:
+        setattr(state, name, old)
+
+
 def deferrable(enabled: bool = True):
     """Record :func:`linear` as a deferrable op inside (used around the forward pass)."""
-    old = getattr(_STATE, "build", False)
-    _STATE.build = enabled
-    try:
-        yield
-    finally:
-        _STATE.build = old
+    return thread_setting(_STATE, "build", enabled, False)
 
 
-@contextlib.contextmanager
 def collect_weight_grads(queue: WeightGradQueue):
     """Inside, backward passes push deferrable weight gradients onto ``queue``."""
-    old = getattr(_STATE, "queue", None)
-    _STATE.queue = queue
-    try:
-        yield queue
-    finally:
-        _STATE.queue = old
+    return thread_setting(_STATE, "queue", queue)
 
 
 def pending_queue() -> WeightGradQueue | None:

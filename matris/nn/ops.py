@@ -10,7 +10,6 @@ gradient (SiLU, with an analytic second derivative).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 
 import torch
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
-from matris.nn.deferred import pending_queue, record_edges, weight_wanted
+from matris.nn.deferred import pending_queue, record_edges, thread_setting, weight_wanted
 
 CHUNK_ROWS = 4096  # rows per chunk: temporaries of the fused ops stay cache-sized
 
@@ -105,7 +104,6 @@ def silu(x: Tensor) -> Tensor:
 _STATE = threading.local()
 
 
-@contextlib.contextmanager
 def no_param_grads():
     """Inside, backward passes of the fused ops skip parameter gradients.
 
@@ -113,12 +111,7 @@ def no_param_grads():
     features), as the force backward of `matris.outputs` does: parameter gradients there
     are discarded anyway. Second-order parameter gradients (force loss) are unaffected.
     """
-    old = getattr(_STATE, "skip", False)
-    _STATE.skip = True
-    try:
-        yield
-    finally:
-        _STATE.skip = old
+    return thread_setting(_STATE, "skip", True, False)
 
 
 def param_grads_wanted() -> bool:

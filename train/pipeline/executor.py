@@ -62,7 +62,7 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
     ``options`` go to the generator (``parallel.schedule_options``: ``fused_turn``,
     ``split_w``, ``warmup``, ...). The chunk budget: a wave placement needs 2P stages, i.e.
     2P ≤ L + 2 units (embedding, L blocks, readout); wavek only considers it when the
-    model has them.
+    model has them and ``costs`` were given (measured for this model).
     """
     units = num_blocks + 2
     if units < P:
@@ -71,10 +71,16 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
     if name == "hanayo4" and units < 2 * P:
         raise ValueError(f"hanayo4 places 2·pp = {2 * P} stages but the model has only "
                          f"{units} units; use a deeper model or another schedule")
+    measured = costs is not None
     costs = costs or default_costs(P, lazy_p3)
     options = {**(options or {}), "lazy_p3": lazy_p3}
     if name == "wavek":
-        options.setdefault("max_waves", 1 if units >= 2 * P else 0)
+        # A wave doubles the stage count, and every stage pays a fixed cost (geometry
+        # recompute, boundary leaves, dispatch) that the depth-scaled cost model does not
+        # see: on the tiny model at P = 2 the wave's compute is 7-10 % larger
+        # (benchmarks/results/pipeline_real_2026-11-2*.md). The built-in 10M profile knows
+        # nothing of this model, so without ``parallel.costs`` wavek keeps the linear V.
+        options.setdefault("max_waves", 1 if measured and units >= 2 * P else 0)
     prog = make_schedule(name, P, M, costs, wavek_k=wavek_k, **options)
     return lower(prog) if P > 1 else prog
 
