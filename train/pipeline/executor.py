@@ -77,7 +77,7 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
     if name == "wavek":
         # A wave doubles the stage count, and every stage pays a fixed cost (geometry
         # recompute, boundary leaves, dispatch) that the depth-scaled cost model does not
-        # see: on the tiny model at P = 2 the wave's compute is 7-10 % larger
+        # see: on the tiny model at P = 2 the wave's compute was 3-16 % larger in three runs
         # (benchmarks/results/pipeline_real_2026-11-2*.md). The built-in 10M profile knows
         # nothing of this model, so without ``parallel.costs`` wavek keeps the linear V.
         options.setdefault("max_waves", 1 if measured and units >= 2 * P else 0)
