@@ -161,7 +161,9 @@ def _nb(t) -> int:
 
 
 RUNS = {"eager": (False, ()), "eager_split": (False, (Kind.P3, Kind.P4)),
-        "lazy": (True, ()), "lazy_split": (True, (Kind.P4,))}
+        "lazy": (True, ()), "lazy_split": (True, (Kind.P4,)), "whole": (False, ())}
+#: "whole": the model as one stage (eager); Σ unit stages − whole = the fixed cost of the
+#: extra stages (geometry recompute, leaves, dispatch), see ``stage_overhead``.
 
 
 def measure(args) -> dict:
@@ -172,6 +174,7 @@ def measure(args) -> dict:
     cfg = model.config
     batch = labelled_batch(structures(cfg), seed=1, dtype=torch.float32)
     stages = model.stages(list(range(cfg.num_blocks)))
+    whole = model.stages([])
     loss = LossConfig()
     g = batch.graph
     info = {"preset": args.preset, "atoms": g.n_atoms, "edges": g.n_edges,
@@ -183,8 +186,8 @@ def measure(args) -> dict:
     for i, run in enumerate(order):
         lazy, split = RUNS[run]
         t = time.time()
-        times, m, b = run_chain(model, stages, batch, loss, lazy=lazy, split=split,
-                                memory=(i == 0))
+        times, m, b = run_chain(model, whole if run == "whole" else stages, batch, loss,
+                                lazy=lazy, split=split, memory=(i == 0))
         mem.update(m)
         boundary = boundary or b
         for k, v in times.items():
@@ -215,9 +218,16 @@ def cost_models(res: dict) -> dict[str, CostModel]:
     lw4, lf4 = share("lazy_split", "P4", "W4")
     last = S - 1
     fused = t("lazy", "P4", last) / (t("eager", "P3", last) + t("eager", "P4", last))
+    # Fixed per-stage cost: (Σ over the S unit stages − the model as one stage) / (S − 1),
+    # per phase (eager runs; applied to both variants: lazy P3 of a single stage has no
+    # boundary to differentiate, so the lazy runs cannot separate it).
+    overhead = tuple(max(0.0, (sum(t("eager", k, s) for s in range(S)) - t("whole", k, 0))
+                         / (S - 1)) if "whole" in med and S > 1 else 0.0
+                     for k in ("P1", "P2", "P3", "P4"))
     common = {"mem_a": tuple(float(mem[f"A:{s}"]) for s in range(S)),
               "mem_ap": tuple(float(mem[f"A':{s}"]) for s in range(S)),
-              "tensor_bytes": res["boundary"], "fused_factor": fused, "units": "s"}
+              "tensor_bytes": res["boundary"], "fused_factor": fused, "units": "s",
+              "stage_overhead": overhead}
     label = (f"{res['info']['preset']} preset, CPU fp32, 1 thread, {MACHINE}, measured "
              f"{res['date']} ({res['info']['atoms']} atoms, {res['info']['angles']} angles "
              "per micro-batch); one entry per unit stage")
@@ -232,7 +242,8 @@ def cost_models(res: dict) -> dict[str, CostModel]:
                                  **common)
     res["derived"] = {"w3": w3, "split_factor_P3": f3, "w4": w4, "split_factor_P4": f4,
                       "lazy_w4": lw4, "lazy_split_factor_P4": lf4, "fused_factor": fused,
-                      "raw_split_factors": {"P3": f3, "P4": f4, "lazy_P4": lf4}}
+                      "raw_split_factors": {"P3": f3, "P4": f4, "lazy_P4": lf4},
+                      "stage_overhead": overhead}
     return out
 
 
@@ -243,7 +254,9 @@ def uniform_models(models: dict, num: int = 10) -> dict[str, CostModel]:
 
     out = {}
     for variant, cm in models.items():
-        tot = [sum(t[k] for t in cm.stage_times) / num for k in range(4)]
+        o = cm.stage_overhead  # every stage of the finer cut pays it once
+        tot = [(sum(t[k] for t in cm.stage_times) - cm.num_stages * o[k]) / num + o[k]
+               for k in range(4)]
         out[variant] = replace(cm, stage_times=(tuple(tot),) * num,
                                mem_a=(sum(cm.mem_a) / num,) * num,
                                mem_ap=(sum(cm.mem_ap) / num,) * num,
@@ -282,6 +295,7 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
         return ":".join(f"{x / tot[0]:.2f}" for x in tot)
 
     sa, sap = sum(e.mem_a), sum(e.mem_ap)
+    block_t1 = statistics.median(e.stage_times[s][0] for s in blk)
     L += ["", "## Derived (block stages)", "",
           f"- eager t1:t2:t3:t4 = {ratio(e)}; lazy = {ratio(z)}",
           f"- W share of P3 (eager) {d['w3']:.2f}, of P4 {d['w4']:.2f} (lazy P4 "
@@ -290,6 +304,10 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
           f"{d['lazy_split_factor_P4']:.2f} (W = the deferred weight GEMMs of the linear "
           "maps; 1.00 would be a free split)",
           f"- fused turn (last stage, = its lazy P4) / (t3 + t4): {d['fused_factor']:.2f}",
+          "- fixed cost per extra stage ((Σ unit stages − the model as one stage) / (S − 1)), "
+          "ms for P1..P4: " + ", ".join(f"{x * 1e3:.1f}" for x in
+                                        d.get("stage_overhead", (0.0,) * 4))
+          + f" (block stage t1 = {1e3 * block_t1:.0f} ms)",
           f"- |A'| / |A| = {sap / sa:.2f} (whole model: |A| {sa / 2**20:,.0f} MiB, |A'| "
           f"{sap / 2**20:,.0f} MiB)",
           "- boundary bytes (block boundary): " + ", ".join(

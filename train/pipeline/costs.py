@@ -13,12 +13,13 @@ Cost files (``--costs FILE``) are JSON::
      "fused_factor": 0.7,
      "tensor_bytes": {"h": 1e5, "a": 1e5, "f_acc": 3e3, "abar": 1e5, "dl_df": 3e3,
                       "hbar": 1e5},
-     "alpha": 2e-5, "beta": 1e9}
+     "alpha": 2e-5, "beta": 1e9, "stage_overhead": [o1, o2, o3, o4]}
 
 or a bundle ``{"eager": {...}, "lazy": {...}}`` (both variants of the same model).
 Stage lists of any length are resampled to the schedule's stage count by treating the
-costs as a piecewise-constant density over model depth (so a wave placement with 2P
-chunks gets each P-stage cost split in halves).
+costs, less the fixed per-stage overhead, as a piecewise-constant density over model
+depth (so a wave placement with 2P chunks gets each P-stage cost split in halves, plus
+the overhead on every chunk).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class CostModel:
             ``w·f·t``.
         fused_factor: a fused P3+P4 turn costs ``fused_factor * (t3 + t4)``.
         lazy_p3: the times describe the lazy-P3 variant (P3 = ā only; P4 does the rest).
+        stage_overhead: per phase, the fixed part of every stage's time (geometry
+            recompute, boundary leaves, dispatch), included in ``stage_times``: resampling
+            to more stages scales only the rest, so a finer cut costs more in all.
         mem_a, mem_ap: per stage, size of the P1 graph A and of the P2 graph A'.
         tensor_bytes: bytes of each boundary tensor (see ``actions.BOUNDARY``).
         alpha, beta: link latency (time) and bandwidth (bytes per time unit; inf = free).
@@ -63,6 +67,7 @@ class CostModel:
     tensor_bytes: dict = field(default_factory=dict)
     alpha: float = 0.0
     beta: float = math.inf
+    stage_overhead: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
         n = len(self.stage_times)
@@ -74,6 +79,9 @@ class CostModel:
             object.__setattr__(self, "mem_a", (1.0,) * n)
         if not self.mem_ap:
             object.__setattr__(self, "mem_ap", (1.35,) * n)
+        if len(self.stage_overhead) != 4 or min(self.stage_overhead) < 0:
+            raise ValueError(f"stage_overhead must be 4 non-negative times: "
+                             f"{self.stage_overhead}")
         if len(self.mem_a) != n or len(self.mem_ap) != n:
             raise ValueError("mem_a / mem_ap need one entry per stage")
         for key in ("P3", "P4"):
@@ -88,11 +96,14 @@ class CostModel:
 
     # ---------------------------------------------------------------- derived
     def for_stages(self, num_stages: int) -> CostModel:
-        """Resample to ``num_stages`` stages (costs and memory scale with depth share)."""
+        """Resample to ``num_stages`` stages: costs beyond the fixed per-stage overhead and
+        memory scale with depth share; every stage keeps the overhead."""
         if num_stages == self.num_stages:
             return self
-        cols = list(zip(*self.stage_times))
-        times = tuple(zip(*(_resample(c, num_stages) for c in cols)))
+        o = self.stage_overhead
+        cols = [[max(0.0, t[k] - o[k]) for t in self.stage_times] for k in range(4)]
+        times = tuple(zip(*([x + o[k] for x in _resample(c, num_stages)]
+                            for k, c in enumerate(cols))))
         return replace(self, stage_times=times,
                        mem_a=tuple(_resample(self.mem_a, num_stages)),
                        mem_ap=tuple(_resample(self.mem_ap, num_stages)))
@@ -159,7 +170,9 @@ class CostModel:
                    mem_ap=tuple(float(st.get("mem_ap", 1.35)) for st in stages),
                    tensor_bytes=dict(d.get("tensor_bytes", {})),
                    alpha=float(d.get("alpha", 0.0)),
-                   beta=math.inf if beta is None else float(beta))
+                   beta=math.inf if beta is None else float(beta),
+                   stage_overhead=tuple(float(x) for x in
+                                        d.get("stage_overhead", (0.0,) * 4)))
 
 
 def _has_w(prog, kind: Kind, stage: int) -> bool:

@@ -22,6 +22,18 @@ def test_resample_splits_stages_and_keeps_totals():
     assert sum(map(sum, odd.stage_times)) == pytest.approx(36)
 
 
+def test_resample_keeps_the_fixed_stage_overhead():
+    """Only the depth-proportional part is split: a finer cut pays the overhead per stage."""
+    cm = CostModel(stage_times=((3, 3, 5, 1),) * 2, stage_overhead=(1, 1, 1, 0))
+    fine = cm.for_stages(4)
+    assert fine.stage_times == ((2, 2, 3, 0.5),) * 4
+    assert sum(t[0] for t in fine.stage_times) == 8  # two more stages, two more overheads
+    assert cm.for_stages(1).stage_times == ((5, 5, 9, 2),)
+    back = CostModel.from_dict(fine.to_dict())
+    assert back.stage_overhead == (1, 1, 1, 0) and back.for_stages(2).stage_times == \
+        cm.stage_times
+
+
 def test_comm_time_alpha_beta():
     cm = uniform(2, alpha=1e-3, beta=1e6, tensor_bytes={"a": 1000, "f_acc": 500})
     assert cm.comm_time(Kind.P2) == pytest.approx(2.5e-3)   # α + (a + f_acc) / β
@@ -52,7 +64,8 @@ def test_toy_profiles_are_labelled():
 
 @pytest.mark.parametrize("bad", [dict(stage_times=()), dict(stage_times=((1, 2, 3),)),
                                  dict(stage_times=((1, 1, 1, 1),), w_frac={"P3": 1.0}),
-                                 dict(stage_times=((1, 1, 1, 1),), mem_a=(1, 2))])
+                                 dict(stage_times=((1, 1, 1, 1),), mem_a=(1, 2)),
+                                 dict(stage_times=((1, 1, 1, 1),), stage_overhead=(1, 1, -1, 0))])
 def test_invalid_models(bad):
     with pytest.raises(ValueError):
         CostModel(**bad)
