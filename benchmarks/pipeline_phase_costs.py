@@ -44,15 +44,13 @@ import torch
 from matris.config import preset
 from matris.graph import build_graph
 from matris.model import MatRIS
-from matris.nn.exchange import LOCAL
 from matris.train.config import LossConfig
 from matris.train.graph_parallel.testing import labelled_batch
-from matris.train.pipeline.actions import Kind
 from matris.train.pipeline.costs import CostModel, save_costs
-from matris.train.pipeline.executor import stage_parameters
-from matris.train.pipeline.phases import FourPhase, Micro, Slot
+from matris.train.pipeline.measure import cost_models, measure_runs
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
 MACHINE = "2-vCPU CPU VM"
 
 
@@ -73,178 +71,22 @@ def structures(cfg, seed: int = 0) -> list:
     return out
 
 
-class SavedBytes:
-    """Bytes of distinct non-parameter storages saved for backward inside the context."""
-
-    def __init__(self, params, seen: set | None = None):
-        self.params = {p.untyped_storage().data_ptr() for p in params}
-        self.seen = seen if seen is not None else set()
-        self.nbytes = 0
-
-    def pack(self, t):
-        st = t.untyped_storage()
-        key = st.data_ptr()
-        if key not in self.params and key not in self.seen:
-            self.seen.add(key)
-            self.nbytes += st.nbytes()
-        return t.detach()  # not t: a saved output would hold its own grad_fn (a cycle)
-
-    def __enter__(self):
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._ctx.__exit__(*exc)
-
-
-def run_chain(model, stages, batch, loss, *, lazy: bool, split, memory: bool = False):
-    """One micro-batch through every stage, phase by phase; {(kind, stage): seconds}."""
-    S = len(stages)
-    counts = batch.labels.counts()
-    _, params = stage_parameters(model, dict(enumerate(stages)))
-    ph = FourPhase(dict(enumerate(stages)), S, loss, counts, lazy_p3=lazy,
-                   split=frozenset(split), params=params, dtype=torch.float32)
-    micro = Micro(batch.graph, batch.labels, LOCAL, None, 1.0, True)
-    slots = [Slot(s, 0, micro) for s in range(S)]
-    times, mem = {}, {}
-    all_params = list(model.parameters())
-
-    def timed(key, fn, *args):
-        t = time.perf_counter()
-        out = fn(*args)
-        times[key] = time.perf_counter() - t
-        return out
-
-    h = None
-    for s in range(S):
-        with SavedBytes(all_params) if memory else _null() as sb:
-            h = timed((Kind.P1, s), ph.p1, slots[s], h)
-        if memory:
-            mem[("A", s)], mem[("seen", s)] = sb.nbytes, sb.seen
-    msg, boundary = None, {}
-    for s in reversed(range(S)):
-        a_in, f = (None, None) if msg is None else (msg[:-2], msg[-2:])
-        with SavedBytes(all_params, mem.get(("seen", s))) if memory else _null() as sb:
-            a_out, sums = timed((Kind.P2, s), ph.p2, slots[s], a_in, f)
-        if memory:
-            mem[("A'", s)] = sb.nbytes
-        msg = None if a_out is None else a_out + sums
-        if s == S // 2 and msg is not None:
-            boundary = {"a": sum(_nb(t) for t in a_out), "f_acc": sum(_nb(t) for t in sums)}
-            boundary["h"] = boundary["hbar"] = sum(_nb(t) for t in slots[s - 1].out) if s else 0
-            boundary["abar"], boundary["dl_df"] = boundary["a"], boundary["f_acc"]
-    abar, dl = None, None
-    for s in range(S):
-        abar, dl = timed((Kind.P3, s), ph.p3, slots[s], abar, dl)
-        if Kind.P3 in split and not lazy:
-            timed((Kind.W3, s), ph.w3, slots[s])
-    hbar = None
-    for s in reversed(range(S)):
-        hbar = timed((Kind.P4, s), ph.p4, slots[s], hbar)
-        if Kind.P4 in split:
-            timed((Kind.W4, s), ph.w4, slots[s])
-    del slots
-    return times, {k: v for k, v in mem.items() if k[0] != "seen"}, boundary
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _nb(t) -> int:
-    return t.numel() * t.element_size()
-
-
-RUNS = {"eager": (False, ()), "eager_split": (False, (Kind.P3, Kind.P4)),
-        "lazy": (True, ()), "lazy_split": (True, (Kind.P4,)), "whole": (False, ())}
-#: "whole": the model as one stage (eager); Σ unit stages − whole = the fixed cost of the
-#: extra stages (geometry recompute, leaves, dispatch), see ``stage_overhead``.
-
-
 def measure(args) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = MatRIS(preset(args.preset)).float()
     model.set_reference_energies(np.random.default_rng(0).uniform(-8, -1, 119))
-    cfg = model.config
-    batch = labelled_batch(structures(cfg), seed=1, dtype=torch.float32)
-    stages = model.stages(list(range(cfg.num_blocks)))
-    whole = model.stages([])
-    loss = LossConfig()
-    g = batch.graph
-    info = {"preset": args.preset, "atoms": g.n_atoms, "edges": g.n_edges,
-            "bonds": g.n_bonds, "angles": g.n_angles, "structures": g.num_structures,
-            "stages": [[*st.block_range, st.last] for st in stages]}
-    samples: dict[str, dict] = {r: {} for r in RUNS}
-    mem, boundary = {}, {}
-    order = [r for _ in range(args.repeats) for r in RUNS]
-    for i, run in enumerate(order):
-        lazy, split = RUNS[run]
-        t = time.time()
-        times, m, b = run_chain(model, whole if run == "whole" else stages, batch, loss,
-                                lazy=lazy, split=split, memory=(i == 0))
-        mem.update(m)
-        boundary = boundary or b
-        for k, v in times.items():
-            samples[run].setdefault(f"{k[0].name}:{k[1]}", []).append(v)
-        print(f"[{i + 1}/{len(order)}] {run}: {time.time() - t:.1f} s "
-              f"(load {os.getloadavg()[0]:.1f})", flush=True)
-    med = {r: {k: statistics.median(v) for k, v in d.items()} for r, d in samples.items()}
-    return {"info": info, "median": med, "samples": samples, "boundary": boundary,
-            "mem": {f"{k[0]}:{k[1]}": v for k, v in mem.items()}}
+    batch = labelled_batch(structures(model.config), seed=1, dtype=torch.float32)
+    res = measure_runs(model, batch, LossConfig(), args.repeats,
+                       log=lambda line: print(line, flush=True))
+    res["info"]["preset"] = args.preset
+    return res
 
 
-def cost_models(res: dict) -> dict[str, CostModel]:
-    """The {"eager", "lazy"} bundle from the medians (seconds, bytes)."""
-    med, mem = res["median"], res["mem"]
-    S = len(res["info"]["stages"])
-
-    def t(run, kind, s):
-        return med[run].get(f"{kind}:{s}", 0.0)
-
-    def share(run, phase, w):  # Σ W / Σ (critical + W) and Σ (critical + W) / Σ unsplit
-        crit = sum(t(run, phase, s) for s in range(S))
-        wt = sum(t(run, w, s) for s in range(S))
-        base = sum(t("eager" if run == "eager_split" else "lazy", phase, s) for s in range(S))
-        return wt / (crit + wt), (crit + wt) / base
-
-    w3, f3 = share("eager_split", "P3", "W3")
-    w4, f4 = share("eager_split", "P4", "W4")
-    lw4, lf4 = share("lazy_split", "P4", "W4")
-    last = S - 1
-    fused = t("lazy", "P4", last) / (t("eager", "P3", last) + t("eager", "P4", last))
-    # Fixed per-stage cost: (Σ over the S unit stages − the model as one stage) / (S − 1),
-    # per phase (eager runs; applied to both variants: lazy P3 of a single stage has no
-    # boundary to differentiate, so the lazy runs cannot separate it).
-    overhead = tuple(max(0.0, (sum(t("eager", k, s) for s in range(S)) - t("whole", k, 0))
-                         / (S - 1)) if "whole" in med and S > 1 else 0.0
-                     for k in ("P1", "P2", "P3", "P4"))
-    common = {"mem_a": tuple(float(mem[f"A:{s}"]) for s in range(S)),
-              "mem_ap": tuple(float(mem[f"A':{s}"]) for s in range(S)),
-              "tensor_bytes": res["boundary"], "fused_factor": fused, "units": "s",
-              "stage_overhead": overhead}
-    label = (f"{res['info']['preset']} preset, CPU fp32, 1 thread, {MACHINE}, measured "
-             f"{res['date']} ({res['info']['atoms']} atoms, {res['info']['angles']} angles "
-             "per micro-batch); one entry per unit stage")
-    out = {}
-    for variant, run, wf, sf in (("eager", "eager", {"P3": w3, "P4": w4},
-                                  {"P3": max(1.0, f3), "P4": max(1.0, f4)}),
-                                 ("lazy", "lazy", {"P3": 0.0, "P4": lw4},
-                                  {"P3": 1.0, "P4": max(1.0, lf4)})):
-        times = tuple(tuple(t(run, k, s) for k in ("P1", "P2", "P3", "P4")) for s in range(S))
-        out[variant] = CostModel(stage_times=times, label=f"{label} ({variant} P3)",
-                                 lazy_p3=variant == "lazy", w_frac=wf, split_factor=sf,
-                                 **common)
-    res["derived"] = {"w3": w3, "split_factor_P3": f3, "w4": w4, "split_factor_P4": f4,
-                      "lazy_w4": lw4, "lazy_split_factor_P4": lf4, "fused_factor": fused,
-                      "raw_split_factors": {"P3": f3, "P4": f4, "lazy_P4": lf4},
-                      "stage_overhead": overhead}
-    return out
+def label_of(res: dict) -> str:
+    return (f"{res['info']['preset']} preset, CPU fp32, 1 thread, {MACHINE}, measured "
+            f"{res['date']} ({res['info']['atoms']} atoms, {res['info']['angles']} angles "
+            "per micro-batch); one entry per unit stage")
 
 
 def uniform_models(models: dict, num: int = 10) -> dict[str, CostModel]:
@@ -339,7 +181,7 @@ def main(argv=None) -> int:
         res.update({"date": args.date, "repeats": args.repeats, "load": [load0[0],
                     os.getloadavg()[0]], "argv": " ".join(sys.argv[1:]), "machine": MACHINE,
                     "threads": torch.get_num_threads()})
-    models = cost_models(res)
+    models = cost_models(res, label_of(res))
     stem = RESULTS / f"pipeline_phase_costs_{args.date}"
     res["costs_file"] = f"benchmarks/results/{stem.name}.costs.json"
     res["uniform_costs_file"] = f"benchmarks/results/{stem.name}_uniform.costs.json"

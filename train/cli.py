@@ -5,6 +5,7 @@
     matris-train check CONFIG.yaml [section.key=value ...]            print the resolved config
     matris-train export RUN_DIR [--out model.pt]                      inference checkpoint
     matris-train eval MODEL.pt DATA_ROOT [--split test] [--out DIR]   held-out metrics
+    matris-train costs CONFIG.yaml [...] --out costs.json             phase costs for wavek
 
 Config errors exit with status 2 and one message naming the key (printed by rank 0 only);
 any other exception on any rank aborts the whole MPI job (see ``matris.train.dist.abort``).
@@ -39,7 +40,8 @@ def _train_parser() -> argparse.ArgumentParser:
         description="Train a MatRIS potential (run under mpirun for several ranks). "
                     "Other commands: `matris-train check CONFIG ...`, "
                     "`matris-train export RUN_DIR [--out PATH]`, "
-                    "`matris-train eval MODEL.pt DATA_ROOT [--split test]`.")
+                    "`matris-train eval MODEL.pt DATA_ROOT [--split test]`, "
+                    "`matris-train costs CONFIG ... --out costs.json`.")
     p.add_argument("config", help="YAML config (see configs/ and docs/training.md)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="dotted overrides, values parsed as YAML")
@@ -101,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         return _export(argv[1:])
     if argv and argv[0] == "check":
         return _check(argv[1:])
+    if argv and argv[0] == "costs":
+        from .costs_cli import main as costs_main
+
+        return costs_main(argv[1:])
     if argv and argv[0] == "eval":
         from .evaluate import main as eval_main
 

@@ -1,0 +1,49 @@
+"""``matris-train costs``: a cost bundle measured on the config's own model and data, which
+the trainer's ``parallel.costs`` accepts and wavek schedules with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from matris.train.cli import main
+from matris.train.costs_cli import pick_frames
+from matris.train.pipeline.costs import load_costs
+from matris.train.pipeline.executor import build_program
+from matris.train.testing import build_emt_dataset
+
+TINY = str(Path(__file__).resolve().parents[3] / "configs" / "tiny.yaml")
+
+
+def test_pick_frames_spreads_and_respects_the_atom_cap():
+    natoms = np.array([10, 30, 5, 5, 40, 8, 8, 8])
+    picked = pick_frames(natoms, max_atoms=30, max_frames=3)
+    assert picked == sorted(picked) and len(picked) == 3
+    assert sum(natoms[picked]) <= 30
+    assert pick_frames(np.array([100]), max_atoms=10, max_frames=4) == [0]  # one at least
+    with pytest.raises(ValueError, match="empty"):
+        pick_frames(np.array([], dtype=int), 10, 2)
+
+
+def test_costs_command_writes_a_bundle_wavek_uses(tmp_path, capsys):
+    root = build_emt_dataset(tmp_path / "ds", n=12, seed=3)
+    out = tmp_path / "costs.json"
+    assert main(["costs", TINY, f"data.root={root}", "model.overrides.num_blocks=4",
+                 "train.dtype=float64", "train.max_atoms=40", "--out", str(out),
+                 "--repeats", "1", "--frames", "3"]) == 0
+    assert "parallel.costs=" in capsys.readouterr().out
+    models = load_costs(out)
+    assert set(models) == {"eager", "lazy"} and models["lazy"].lazy_p3
+    eager = models["eager"]
+    assert eager.num_stages == 5                 # embedding, 3 single blocks, last + readout
+    assert all(t[0] > 0 and t[2] > 0 for t in eager.stage_times[1:])
+    assert 0 < eager.w_frac["P3"] < 1 and eager.split_factor["P3"] >= 1
+    assert min(eager.mem_a) > 0 and len(eager.stage_overhead) == 4
+    # With a measured file wavek weighs the wave placement too (6 units ≥ 2P); with the
+    # built-in profile it keeps the linear V.
+    measured = build_program("wavek", 2, 4, 4, costs=eager).meta["candidates"]
+    default = build_program("wavek", 2, 4, 4).meta["candidates"]
+    assert {c["waves"] for c in measured} == {0, 1} and {c["waves"] for c in default} == {0}
+    assert main(["costs", TINY, f"data.root={root}", "--out", str(out), "--repeats", "0"]) == 2
