@@ -141,9 +141,9 @@ class _SiluLinear(Function):
     @staticmethod
     def backward(ctx, *gys):
         x, *wb = ctx.saved_tensors
-        # Which parameter gradients this pass needs (inputs 1 + 2k: W_k, 2 + 2k: b_k).
-        wanted = tuple(wb[j] is not None and weight_wanted(ctx, 1 + j)
-                       for j in range(2 * ctx.n))
+        # Which parameter gradients this pass needs (inputs 1 + 2k: W_k, 2 + 2k: b_k;
+        # never for a None bias, whose needs_input_grad is False).
+        wanted = tuple(weight_wanted(ctx, 1 + j) for j in range(2 * ctx.n))
         return _SiluLinearGrad.apply(ctx.n, (wanted, pending_queue()), x, *wb, *gys)
 
 
@@ -161,7 +161,7 @@ class _SiluLinearGrad(Function):
         wb, gys = rest[:2 * n], rest[2 * n:]
         ctx.n = n
         ctx.save_for_backward(x, *wb, *gys)
-        ws, bs = wb[0::2], wb[1::2]
+        ws = wb[0::2]
         want_w = wanted[0::2]
         compute_w = [w_k and queue is None for w_k in want_w]
         width = x.shape[1] // n
@@ -179,8 +179,8 @@ class _SiluLinearGrad(Function):
                     elif want_w[k]:
                         queue.push(ws[k], gy[sl], a[:, cols])
         out = [gx]
-        for k, (g_w, gy, b) in enumerate(zip(g_ws, gys, bs)):
-            out += [g_w, gy.sum(0) if wanted[2 * k + 1] and b is not None else None]
+        for k, (g_w, gy) in enumerate(zip(g_ws, gys)):
+            out += [g_w, gy.sum(0) if wanted[2 * k + 1] else None]
         return tuple(out)
 
     @staticmethod

@@ -76,10 +76,10 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
     options = {**(options or {}), "lazy_p3": lazy_p3}
     if name == "wavek":
         # A wave doubles the stage count, and every stage pays a fixed cost (geometry
-        # recompute, boundary leaves, dispatch) that the depth-scaled cost model does not
-        # see: on the tiny model at P = 2 the wave's compute was 3-16 % larger in three runs
-        # (benchmarks/results/pipeline_real_2026-11-2*.md). The built-in 10M profile knows
-        # nothing of this model, so without ``parallel.costs`` wavek keeps the linear V.
+        # recompute, boundary leaves, dispatch): on the tiny model at P = 2 the wave's
+        # compute was 3-16 % larger in three runs (benchmarks/results/pipeline_real_2026-
+        # 11-2*.md). Only a cost file measured for this model (``stage_overhead``) can
+        # weigh that; the built-in 10M profile cannot, so without one wavek keeps the V.
         options.setdefault("max_waves", 1 if measured and units >= 2 * P else 0)
     prog = make_schedule(name, P, M, costs, wavek_k=wavek_k, **options)
     return lower(prog) if P > 1 else prog

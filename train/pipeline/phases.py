@@ -129,6 +129,18 @@ def _backward(outs, cots, inputs) -> None:
         torch.autograd.backward(outs, cots, inputs=inputs, retain_graph=True)
 
 
+def _backward_deferring(outs, cots, inputs, defer: bool) -> WeightGradQueue | None:
+    """:func:`_backward`; with ``defer``, the linear weights' GEMMs go to the returned
+    queue (the W action flushes it) instead of being done now."""
+    if not defer:
+        _backward(outs, cots, inputs)
+        return None
+    queue = WeightGradQueue()
+    with collect_weight_grads(queue):
+        _backward(outs, cots, inputs)
+    return queue
+
+
 def _leaf_grads(leaves) -> list[Tensor]:
     return [torch.zeros_like(t) if t.grad is None else t.grad for t in leaves]
 
@@ -256,14 +268,9 @@ class FourPhase:
                 return _zeros_for(g, a_leaves), dl
             return None, dl
         inputs = a_leaves + (slot.h_in or []) + self.params[slot.stage]
-        if Kind.P3 in self.split:
-            slot.w3_queue = WeightGradQueue()
-            with collect_weight_grads(slot.w3_queue):
-                _backward(outs, slot.cot3, inputs)
-        else:
-            _backward(outs, slot.cot3, inputs)
+        slot.w3_queue = _backward_deferring(outs, slot.cot3, inputs, Kind.P3 in self.split)
         abar = _leaf_grads(a_leaves) if a_leaves else None
-        if Kind.P3 not in self.split:
+        if slot.w3_queue is None:  # split: W3 releases it
             slot.release_p2()
         return abar, dl
 
@@ -288,14 +295,10 @@ class FourPhase:
         """Backward of P1 (lazy: plus the deferred P3 terms). Returns h̄_s (None at 0)."""
         outs, cots = self._p4_terms(slot, hbar_in)
         h = slot.h_in or []
-        if Kind.P4 in self.split:
-            slot.w4_queue = WeightGradQueue()
-            with collect_weight_grads(slot.w4_queue):
-                _backward(outs, cots, h + self.params[slot.stage])
-        else:
-            _backward(outs, cots, h + self.params[slot.stage])
-            if self.lazy:
-                slot.release_p2()
+        slot.w4_queue = _backward_deferring(outs, cots, h + self.params[slot.stage],
+                                            Kind.P4 in self.split)
+        if slot.w4_queue is None and self.lazy:  # split: W4 releases it
+            slot.release_p2()
         return _leaf_grads(h) if h else None
 
     def w4(self, slot: Slot) -> None:
