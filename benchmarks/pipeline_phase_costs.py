@@ -100,8 +100,8 @@ def uniform_models(models: dict, num: int = 10) -> dict[str, CostModel]:
         tot = [(sum(t[k] for t in cm.stage_times) - cm.num_stages * o[k]) / num + o[k]
                for k in range(4)]
         out[variant] = replace(cm, stage_times=(tuple(tot),) * num,
-                               mem_a=(sum(cm.mem_a) / num,) * num,
-                               mem_ap=(sum(cm.mem_ap) / num,) * num,
+                               **{f: (sum(getattr(cm, f)) / num,) * num for f in
+                                  ("mem_a", "mem_ap", "mem_q3", "mem_q4")},
                                label=cm.label.replace("one entry per unit stage",
                                                       "whole-model totals spread evenly "
                                                       f"over {num} stages"))
@@ -119,9 +119,11 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
          f"{res['load'][1]:.1f} (2 cores shared with other jobs: absolute times carry "
          "±30 %; ratios within one run are steadier).", "",
          "Units: stage 0 = embedding, 1..L−1 = one interaction block, last = final "
-         "block + readout. Times in ms; |A|, |A'| in MiB.", "",
-         "| stage | t1 | t2 | t3 | t4 | lazy t3 | lazy t4 | c3 + W3 | c4 + W4 | |A| | |A'| |",
-         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+         "block + readout. Times in ms; |A|, |A'| and the W queues' extra bytes |Q3|, |Q4| "
+         "(eager split; lazy split |Q4| in the last column) in MiB.", "",
+         "| stage | t1 | t2 | t3 | t4 | lazy t3 | lazy t4 | c3 + W3 | c4 + W4 | |A| | |A'| "
+         "| |Q3| | |Q4| | lazy |Q4| |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     e, z = models["eager"], models["lazy"]
     med = res["median"]
     for s in range(S):
@@ -129,7 +131,9 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
         split = [med["eager_split"].get(f"{k}:{s}", 0) * 1e3 for k in ("P3", "W3", "P4", "W4")]
         L.append(f"| {s} | " + " | ".join(f"{x:,.0f}" for x in ms) +
                  f" | {split[0]:,.0f} + {split[1]:,.0f} | {split[2]:,.0f} + {split[3]:,.0f} | "
-                 f"{e.mem_a[s] / 2**20:,.1f} | {e.mem_ap[s] / 2**20:,.1f} |")
+                 + " | ".join(f"{x / 2**20:,.1f}" for x in (e.mem_a[s], e.mem_ap[s],
+                                                          e.mem_q3[s], e.mem_q4[s],
+                                                          z.mem_q4[s])) + " |")
     blk = range(1, S - 1)
 
     def ratio(cm):
@@ -152,6 +156,9 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
           + f" (block stage t1 = {1e3 * block_t1:.0f} ms)",
           f"- |A'| / |A| = {sap / sa:.2f} (whole model: |A| {sa / 2**20:,.0f} MiB, |A'| "
           f"{sap / 2**20:,.0f} MiB)",
+          f"- W queues (bytes a split phase keeps from its critical part to its W action "
+          f"beyond A and A'): |Q3| / |A| = {sum(e.mem_q3) / sa:.2f}, |Q4| / |A| = "
+          f"{sum(e.mem_q4) / sa:.2f} (eager), lazy |Q4| / |A| = {sum(z.mem_q4) / sa:.2f}",
           "- boundary bytes (block boundary): " + ", ".join(
               f"{k} {v / 2**20:.2f} MiB" for k, v in res["boundary"].items()), "",
           "- whole model (all units): eager t1:t2:t3:t4 = "

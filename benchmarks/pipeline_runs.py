@@ -293,8 +293,8 @@ def add_parsers(sub) -> None:
     real.add_argument("--mem-P", type=int, default=4, help="0: skip the memory run")
     real.add_argument("--mem-M", type=int, default=8)
     real.add_argument("--mem-blocks", type=int, default=6)
-    real.add_argument("--mem-schedules", nargs="+", default=["gpipe4", "1f1b4", "symfold",
-                                                             "wavek"])
+    real.add_argument("--mem-schedules", nargs="+", default=[
+        "gpipe4", "1f1b4", "1f1b4:W", "symfold", "symfold:W", "wavek"])
     real.add_argument("--date", default=time.strftime("%Y-%m-%d"))
     real.set_defaults(func=cmd_real)
     emu = sub.add_parser("emulated", help="sleeping compute, real messages (mpirun)")

@@ -61,9 +61,15 @@ def profiles(args, P: int) -> dict[str, CostModel]:
         models = load_costs(path)
     else:
         models = {v: toy_profile(v, P) for v in ("eager", "lazy")}
+    queues = load_costs(args.queues_from) if getattr(args, "queues_from", None) else {}
     out = {}
     for name, cm in models.items():
         cm = cm.for_stages(P)
+        if name in queues:  # W-queue sizes of another run, relative to its |A|
+            q = queues[name]
+            cm = replace(cm, **{f: tuple(a * sum(getattr(q, f)) / sum(q.mem_a)
+                                         for a in cm.mem_a) for f in ("mem_q3", "mem_q4")},
+                         label=f"{cm.label}; W-queue sizes from {args.queues_from}")
         if getattr(args, "ideal_split", False):
             cm = replace(cm, split_factor={"P3": 1.0, "P4": 1.0},
                          label=f"{cm.label} [what-if: ideal W split, split factor 1]")
@@ -144,6 +150,8 @@ def cmd_simulate(args) -> int:
                     "fused_factor": cm.fused_factor, "alpha": cm.alpha, "lazy_p3": cm.lazy_p3}
                 if args.measured_costs or args.costs:
                     results["mem_ap_over_a"] = sum(cm.mem_ap) / sum(cm.mem_a)
+                    results.setdefault("mem_q_over_a", {})[variant] = [
+                        sum(cm.mem_q3) / sum(cm.mem_a), sum(cm.mem_q4) / sum(cm.mem_a)]
                     results["mem_source"] = "from the cost file"
                 pt = study_point(P, M, cm, args.K)
                 results["points"][f"{variant} P={P} M={M}"] = pt
@@ -245,8 +253,12 @@ def write_markdown(results: dict, path: Path, argv: str = "") -> None:
                  f"{prof.get('fused_factor', 0.7):.2f}, α = {prof['alpha']:g}.")
     ratio = results.get("mem_ap_over_a", 1.35)
     source = results.get("mem_source", "measured on the toy model")
+    queues = "; ".join(f"{v}: |Q3| = {q3:.2f} |A|, |Q4| = {q4:.2f} |A|" for v, (q3, q4)
+                       in results.get("mem_q_over_a", {}).items())
     L += ["", "Time unit: t1 of one stage of the P-stage cut. Memory unit: one stage's P1 graph "
-          f"|A| at that cut (|A'| = {ratio:.2f} |A|, {source}); `peak` is the "
+          f"|A| at that cut (|A'| = {ratio:.2f} |A|, {source}); a split P3 / P4 also holds "
+          "its W queue (the deferred GEMMs' new gradient factors) until its W action ("
+          + (queues or "not measured: 0") + "); `peak` is the "
           "largest per-rank peak of live activation sets. Communication is free in the "
           "main tables (idealised, as in the research note); see the sensitivity table.", "",
           "## Issue goals", ""]
@@ -451,6 +463,9 @@ def main(argv=None) -> int:
                      help="per-hand-off latency in units of t1 (default: the file's, or 0)")
     sim.add_argument("--date", default=time.strftime("%Y-%m-%d"))
     sim.add_argument("--tag", default="", help="suffix of the result file names")
+    sim.add_argument("--queues-from", help="cost JSON whose W-queue sizes (relative to its "
+                     "|A|) replace the main file's (combine timings of one run with queue "
+                     "sizes measured later)")
     sim.add_argument("--ideal-split", action="store_true",
                      help="what-if: W split parts sum to the unsplit phase (split factor 1)")
     sim.add_argument("--no-comm", dest="comm", action="store_false",

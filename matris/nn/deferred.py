@@ -52,9 +52,17 @@ class WeightGradQueue:
 
     def __init__(self) -> None:
         self.items: list[tuple[Tensor, Tensor, Tensor]] = []
+        # Memory accounting (see observe_queues): told what the queue holds and drops.
+        self.observer = getattr(_STATE, "observer", None)
 
     def push(self, weight: Tensor, a: Tensor, b: Tensor) -> None:
         self.items.append((weight, a, b))
+        if self.observer is not None:
+            self.observer.hold((a, b))
+
+    def tensors(self) -> list[Tensor]:
+        """The queued gradient factors (what the queue keeps alive until flushed)."""
+        return [t for _, a, b in self.items for t in (a, b)]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -66,6 +74,8 @@ class WeightGradQueue:
             g = outer_sum(a, b)
             key = id(weight)
             sums[key] = (weight, g if key not in sums else sums[key][1].add_(g))
+        if self.observer is not None:
+            self.observer.release(self.tensors())
         self.items.clear()
         inner_w, inner_g = [], []
         with torch.no_grad():
@@ -98,6 +108,13 @@ def deferrable(enabled: bool = True):
 def collect_weight_grads(queue: WeightGradQueue):
     """Inside, backward passes push deferrable weight gradients onto ``queue``."""
     return thread_setting(_STATE, "queue", queue)
+
+
+def observe_queues(observer):
+    """Queues created inside call ``observer.hold(tensors)`` when they take gradient
+    factors and ``observer.release(tensors)`` when a flush drops them (memory
+    accounting, e.g. ``matris.train.pipeline.memory.LiveSaved``)."""
+    return thread_setting(_STATE, "observer", observer)
 
 
 def pending_queue() -> WeightGradQueue | None:
@@ -160,18 +177,26 @@ def weight_grad(ctx, index: int, weight: Tensor, a: Tensor, b: Tensor) -> Tensor
     return outer_sum(a, b)
 
 
+# Why the deferrable Functions keep their weights as ctx attributes, not saved tensors:
+# a queued gradient lands in ``weight.grad`` of the very object it is pushed with. Under
+# ``saved_tensors_hooks`` (memory accounting, offloading) a saved tensor unpacks as a new
+# alias, whose ``.grad`` nobody reads. Weights are inputs, never outputs, of these
+# Functions, so holding them on ctx creates no reference cycle.
+
+
 class _Linear(Function):
     """y (…, O) = x (…, I) @ Wᵀ (O, I) + b (O,)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
         record_edges(ctx, (x, weight, bias))
-        ctx.save_for_backward(x, weight)
+        ctx.save_for_backward(x)
+        ctx.weight = weight  # not saved: see the note above _Linear
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, gy):
-        x, weight = ctx.saved_tensors
+        (x,), weight = ctx.saved_tensors, ctx.weight
         gx = _LinearGradInput.apply(gy, weight) if ctx.needs_input_grad[0] else None
         gw = weight_grad(ctx, 1, weight, gy, x)
         gb = None
@@ -186,12 +211,13 @@ class _LinearGradInput(Function):
     @staticmethod
     def forward(ctx, gy, weight):
         record_edges(ctx, (gy, weight))
-        ctx.save_for_backward(gy, weight)
+        ctx.save_for_backward(gy)
+        ctx.weight = weight  # not saved: see the note above _Linear
         return gy @ weight
 
     @staticmethod
     def backward(ctx, ggx):
-        gy, weight = ctx.saved_tensors
+        (gy,), weight = ctx.saved_tensors, ctx.weight
         g_gy = ggx @ weight.t() if ctx.needs_input_grad[0] else None
         return g_gy, weight_grad(ctx, 1, weight, gy, ggx)
 

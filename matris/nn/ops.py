@@ -124,7 +124,8 @@ class _SiluLinear(Function):
         record_edges(ctx, (x, *wb))
         n = len(wb) // 2
         ctx.n = n
-        ctx.save_for_backward(x, *wb)
+        ctx.save_for_backward(x)
+        ctx.wb = wb  # not saved tensors: see the note above matris.nn.deferred._Linear
         width = x.shape[1] // n
         outs = [x.new_empty(x.shape[0], wb[2 * k].shape[0]) for k in range(n)]
         for sl in row_chunks(x.shape[0]):
@@ -140,7 +141,7 @@ class _SiluLinear(Function):
 
     @staticmethod
     def backward(ctx, *gys):
-        x, *wb = ctx.saved_tensors
+        (x,), wb = ctx.saved_tensors, ctx.wb
         # Which parameter gradients this pass needs (inputs 1 + 2k: W_k, 2 + 2k: b_k;
         # never for a None bias, whose needs_input_grad is False).
         wanted = tuple(weight_wanted(ctx, 1 + j) for j in range(2 * ctx.n))
@@ -160,7 +161,8 @@ class _SiluLinearGrad(Function):
         record_edges(ctx, (n, spec, x, *rest))
         wb, gys = rest[:2 * n], rest[2 * n:]
         ctx.n = n
-        ctx.save_for_backward(x, *wb, *gys)
+        ctx.save_for_backward(x, *gys)
+        ctx.wb = wb  # not saved tensors: see the note above matris.nn.deferred._Linear
         ws = wb[0::2]
         want_w = wanted[0::2]
         compute_w = [w_k and queue is None for w_k in want_w]
@@ -186,8 +188,8 @@ class _SiluLinearGrad(Function):
     @staticmethod
     def backward(ctx, ggx, *gg_wb):
         n = ctx.n
-        x, *rest = ctx.saved_tensors
-        wb, gys = rest[:2 * n], rest[2 * n:]
+        x, *gys = ctx.saved_tensors
+        wb = ctx.wb
         ws, bs = wb[0::2], wb[1::2]
         width = x.shape[1] // n
         d_x = torch.zeros_like(x)

@@ -99,25 +99,27 @@ def _memory_term(prog: Program, costs: CostModel, ht: dict, d: int, cap: float) 
     """Idle time forced by the memory cap on rank d, plus its work and its last tail.
 
     No activation set on rank d can be freed before F_d, the earliest end of any of its
-    freeing actions (P3/P4/W/P34, from heads and durations). Every P1/P2 started before
-    F_d still holds its set then, so their sizes add up to at most ``cap``: their work
-    before F_d is at most a fractional knapsack of (size, duration) items. Other actions
-    cannot start before their heads. The rest of [0, F_d] is idle, and
+    freeing actions (P3/P4/W/P34, from heads and durations). Every set-creating action
+    (P1, P2, a split P3/P4 queueing for its W) started before F_d still holds its set
+    then, so their sizes add up to at most ``cap``: their work before F_d is at most a
+    fractional knapsack of (size, duration) items. Other actions cannot start before
+    their heads. The rest of [0, F_d] is idle, and
     makespan ≥ idle + Σ work(d) + min tail(d).
     """
 
     M = prog.num_microbatches
     mine = {k: v for k, v in ht.items() if prog.device_of(k[1]) == d}
+    sizes = costs.set_sizes()
     if not mine:
         return 0.0
     f_d = math.inf
     items, others = [], []
     for (kind, stage), (h, p, _) in mine.items():
         name = creates(prog, Action(kind, stage, 0))
-        if name is None or (name == "A'" and not prog.four_phase):
+        size = 0.0 if name is None else sizes[name][stage]
+        if size <= 0 or (name == "A'" and not prog.four_phase):
             others.append((h, p))
             continue
-        size = (costs.mem_a if name == "A" else costs.mem_ap)[stage]
         items.append((p / size if size > 0 else math.inf, size, p))
         frees = freeing_actions(prog, name, stage, 0)
         f_d = min(f_d, max(ht[(f.kind, f.stage)][0] + ht[(f.kind, f.stage)][1]

@@ -8,7 +8,8 @@ activation-set sizes |A| and |A'|, boundary tensor sizes and an α–β link mod
 Cost files (``--costs FILE``) are JSON::
 
     {"label": "10M preset, CPU fp32, 1 thread",  "units": "s",  "lazy_p3": false,
-     "stages": [{"t": [t1, t2, t3, t4], "mem_a": bytes, "mem_ap": bytes}, ...],
+     "stages": [{"t": [t1, t2, t3, t4], "mem_a": bytes, "mem_ap": bytes,
+                 "mem_q3": bytes, "mem_q4": bytes}, ...],
      "w_frac": {"P3": 0.5, "P4": 0.5},  "split_factor": {"P3": 1.0, "P4": 1.0},
      "fused_factor": 0.7,
      "tensor_bytes": {"h": 1e5, "a": 1e5, "f_acc": 3e3, "abar": 1e5, "dl_df": 3e3,
@@ -32,6 +33,8 @@ from pathlib import Path
 from .actions import BOUNDARY, W_OF, Action, Kind
 
 PHASE_INDEX = {Kind.P1: 0, Kind.P2: 1, Kind.P3: 2, Kind.P4: 3}
+#: Activation-set name (``deps.creates``) → the CostModel field holding its sizes.
+_MEM_FIELDS = {"A": "mem_a", "A'": "mem_ap", "Q3": "mem_q3", "Q4": "mem_q4"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class CostModel:
             recompute, boundary leaves, dispatch), included in ``stage_times``: resampling
             to more stages scales only the rest, so a finer cut costs more in all.
         mem_a, mem_ap: per stage, size of the P1 graph A and of the P2 graph A'.
+        mem_q3, mem_q4: per stage, bytes a split P3 / P4 queues for its W action beyond
+            what A and A' hold anyway (the deferred GEMMs' new gradient factors), live
+            from the critical action to the W action; zeros when not measured.
         tensor_bytes: bytes of each boundary tensor (see ``actions.BOUNDARY``).
         alpha, beta: link latency (time) and bandwidth (bytes per time unit; inf = free).
     """
@@ -64,6 +70,8 @@ class CostModel:
     lazy_p3: bool = False
     mem_a: tuple[float, ...] = ()
     mem_ap: tuple[float, ...] = ()
+    mem_q3: tuple[float, ...] = ()
+    mem_q4: tuple[float, ...] = ()
     tensor_bytes: dict = field(default_factory=dict)
     alpha: float = 0.0
     beta: float = math.inf
@@ -79,11 +87,14 @@ class CostModel:
             object.__setattr__(self, "mem_a", (1.0,) * n)
         if not self.mem_ap:
             object.__setattr__(self, "mem_ap", (1.35,) * n)
+        for name in ("mem_q3", "mem_q4"):
+            if not getattr(self, name):
+                object.__setattr__(self, name, (0.0,) * n)
         if len(self.stage_overhead) != 4 or min(self.stage_overhead) < 0:
             raise ValueError(f"stage_overhead must be 4 non-negative times: "
                              f"{self.stage_overhead}")
-        if len(self.mem_a) != n or len(self.mem_ap) != n:
-            raise ValueError("mem_a / mem_ap need one entry per stage")
+        if any(len(m) != n for m in self.set_sizes().values()):
+            raise ValueError("mem_a / mem_ap / mem_q3 / mem_q4 need one entry per stage")
         for key in ("P3", "P4"):
             if not 0.0 <= self.w_frac.get(key, 0.0) < 1.0:
                 raise ValueError(f"w_frac[{key}] must be in [0, 1)")
@@ -105,8 +116,12 @@ class CostModel:
         times = tuple(zip(*([x + o[k] for x in _resample(c, num_stages)]
                             for k, c in enumerate(cols))))
         return replace(self, stage_times=times,
-                       mem_a=tuple(_resample(self.mem_a, num_stages)),
-                       mem_ap=tuple(_resample(self.mem_ap, num_stages)))
+                       **{f: tuple(_resample(getattr(self, f), num_stages))
+                          for f in _MEM_FIELDS.values()})
+
+    def set_sizes(self) -> dict[str, tuple[float, ...]]:
+        """{set name: per-stage size}: 'A', "A'", 'Q3', 'Q4' (see ``deps.creates``)."""
+        return {name: getattr(self, f) for name, f in _MEM_FIELDS.items()}
 
     def t(self, stage: int, kind: Kind) -> float:
         """Full (unsplit) time of phase ``kind`` on ``stage``."""
@@ -149,9 +164,9 @@ class CostModel:
     # ---------------------------------------------------------------- IO
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["stages"] = [{"t": list(t), "mem_a": a, "mem_ap": ap} for t, a, ap in
-                       zip(self.stage_times, self.mem_a, self.mem_ap)]
-        for key in ("stage_times", "mem_a", "mem_ap"):
+        d["stages"] = [{"t": list(t), **{f: getattr(self, f)[s] for f in _MEM_FIELDS.values()}}
+                       for s, t in enumerate(self.stage_times)]
+        for key in ("stage_times", *_MEM_FIELDS.values()):
             d.pop(key)
         d["beta"] = None if math.isinf(self.beta) else self.beta
         return d
@@ -168,6 +183,8 @@ class CostModel:
                    lazy_p3=bool(d.get("lazy_p3", False)),
                    mem_a=tuple(float(st.get("mem_a", 1.0)) for st in stages),
                    mem_ap=tuple(float(st.get("mem_ap", 1.35)) for st in stages),
+                   mem_q3=tuple(float(st.get("mem_q3", 0.0)) for st in stages),
+                   mem_q4=tuple(float(st.get("mem_q4", 0.0)) for st in stages),
                    tensor_bytes=dict(d.get("tensor_bytes", {})),
                    alpha=float(d.get("alpha", 0.0)),
                    beta=math.inf if beta is None else float(beta),
@@ -252,6 +269,8 @@ def measured_profile(variant: str, num_stages: int) -> CostModel:
                    w_frac=dict(prof["w_frac"]), fused_factor=prof["fused_factor"],
                    split_factor=dict(prof.get("split_factor", {"P3": 1.0, "P4": 1.0})),
                    mem_a=(1.0,) * num_stages, mem_ap=(prof["mem_ap_over_a"],) * num_stages,
+                   mem_q3=(prof.get("mem_q3_over_a", 0.0),) * num_stages,
+                   mem_q4=(prof.get("mem_q4_over_a", 0.0),) * num_stages,
                    label=prof["label"])
 
 

@@ -16,7 +16,9 @@ direction table :data:`~.actions.DIRECTION`:
 
 Activation-set lifetimes (research note section 1), used for peak-memory accounting:
 A = P1 graph, created by P1, freed after the last of P4/P34/W3/W4; A' = P2 graph,
-created by P2, freed after the last of P3/W3 (eager) or P4/W4 (lazy-P3) or P34.
+created by P2, freed after the last of P3/W3 (eager) or P4/W4 (lazy-P3) or P34;
+Q3 / Q4 = the deferred weight-gradient factors a split P3 / P4 queues
+(:mod:`matris.nn.deferred`), created by that critical action, freed by its W action.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def successors_map(prog: Program) -> dict[Action, list[tuple[Action, Dep]]]:
 
 def freeing_actions(prog: Program, name: str, stage: int, mb: int) -> tuple[Action, ...]:
     """Actions after all of which set ``name`` of (stage, mb) is dead."""
+    if name in _W_OF_SET:
+        return (Action(_W_OF_SET[name], stage, mb),)
     kinds = prog.stage_kinds(stage)
     if Kind.P34 in kinds:
         return (Action(Kind.P34, stage, mb),)
@@ -92,10 +96,29 @@ def freeing_actions(prog: Program, name: str, stage: int, mb: int) -> tuple[Acti
     return tuple(Action(k, stage, mb) for k in last)
 
 
+#: The set a split phase's critical action queues for its W action.
+QUEUE_OF = {Kind.P3: "Q3", Kind.P4: "Q4"}
+_W_OF_SET = {"Q3": Kind.W3, "Q4": Kind.W4}
+
+
 def creates(prog: Program, action: Action) -> str | None:
-    """The activation set an action allocates: P1 → 'A', P2 → "A'" (four-phase only)."""
-    if action.kind is Kind.P1:
+    """The activation set an action allocates: P1 → 'A', P2 → "A'" (four-phase only),
+    a P3 / P4 whose W part is a separate action → 'Q3' / 'Q4'."""
+    k = action.kind
+    if k is Kind.P1:
         return "A"
-    if action.kind is Kind.P2:
+    if k is Kind.P2:
         return "A'"
+    if k in QUEUE_OF and _W_OF_SET[QUEUE_OF[k]] in prog.w_kinds(action.stage):
+        return QUEUE_OF[k]
     return None
+
+
+def sets_created(prog: Program, stage: int) -> list[str]:
+    """Names of the sets one micro-batch creates on ``stage`` (see :func:`creates`)."""
+    out = []
+    for k in prog.stage_kinds(stage):
+        name = creates(prog, Action(k, stage, 0))
+        if name is not None and (name != "A'" or prog.four_phase):
+            out.append(name)
+    return out

@@ -29,7 +29,7 @@ class DeviceState:
     """What a policy may look at when deciding on one rank."""
 
     device: int
-    live: dict = field(default_factory=lambda: {"A": 0, "A'": 0})
+    live: dict = field(default_factory=lambda: {"A": 0, "A'": 0, "Q3": 0, "Q4": 0})
     live_stage: dict = field(default_factory=dict)   # (set name, stage) -> count
     mem: float = 0.0
     started: int = 0
@@ -78,7 +78,7 @@ def list_schedule(skel: Program, costs: CostModel, policy: Policy) -> Program:
     alloc: list[tuple[str, int] | None] = [None] * n
     pending_free: dict[tuple, int] = {}
     frees_of: list[list[tuple]] = [[] for _ in range(n)]
-    mem_of = {"A": costs.mem_a, "A'": costs.mem_ap}
+    mem_of = costs.set_sizes()
     for i, a in enumerate(actions):
         name = creates(skel, a)
         if name is None or (name == "A'" and not skel.four_phase):

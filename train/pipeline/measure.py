@@ -7,7 +7,8 @@ per stage, the last = final block + readout), phase by phase, in five variants
 (:data:`RUNS`): eager, eager with W3/W4 split, lazy P3, lazy with W4 split, and the whole
 model as one stage (for the fixed per-stage cost). Per-action times are medians over the
 repeats; |A| (|A'|) = bytes of the distinct tensors saved for backward during P1 (P2) of a
-stage, parameters excluded (``saved_tensors_hooks``).
+stage, parameters excluded (``saved_tensors_hooks``); |Q3| (|Q4|) = bytes of the distinct
+gradient factors a split P3 (P4) queues for its W action that A and A' do not hold already.
 """
 
 from __future__ import annotations
@@ -63,6 +64,19 @@ def _nb(t) -> int:
     return t.numel() * t.element_size()
 
 
+def queue_bytes(queue, held: set, params: set) -> int:
+    """Bytes of the distinct storages ``queue`` keeps alive beyond ``held`` and ``params``
+    (sets of storage data pointers)."""
+    seen, n = set(), 0
+    for t in queue.tensors():
+        st = t.untyped_storage()
+        key = st.data_ptr()
+        if key not in params and key not in held and key not in seen:
+            seen.add(key)
+            n += st.nbytes()
+    return n
+
+
 RUNS = {"eager": (False, ()), "eager_split": (False, (Kind.P3, Kind.P4)),
         "lazy": (True, ()), "lazy_split": (True, (Kind.P4,)), "whole": (False, ())}
 #: "whole": the model as one stage (eager); Σ unit stages − whole = the fixed cost of the
@@ -70,7 +84,8 @@ RUNS = {"eager": (False, ()), "eager_split": (False, (Kind.P3, Kind.P4)),
 
 
 def run_chain(model, stages, batch, loss, *, lazy: bool, split, memory: bool = False):
-    """One micro-batch through every stage, phase by phase; {(kind, stage): seconds}."""
+    """One micro-batch through every stage, phase by phase: ({(kind, stage): seconds},
+    with ``memory`` {("A" | "A'" | "Q3" | "Q4", stage): bytes}, boundary bytes)."""
     S = len(stages)
     counts = batch.labels.counts()
     _, params = stage_parameters(model, dict(enumerate(stages)))
@@ -107,14 +122,22 @@ def run_chain(model, stages, batch, loss, *, lazy: bool, split, memory: bool = F
             boundary["h"] = boundary["hbar"] = sum(_nb(t) for t in slots[s - 1].out) if s else 0
             boundary["abar"], boundary["dl_df"] = boundary["a"], boundary["f_acc"]
     abar, dl = None, None
+    pids = {p.untyped_storage().data_ptr() for p in all_params}
+
+    def queued(name, queue, s):
+        if memory:
+            mem[(name, s)] = queue_bytes(queue, mem[("seen", s)], pids)
+
     for s in range(S):
         abar, dl = timed((Kind.P3, s), ph.p3, slots[s], abar, dl)
         if Kind.P3 in split and not lazy:
+            queued("Q3", slots[s].w3_queue, s)
             timed((Kind.W3, s), ph.w3, slots[s])
     hbar = None
     for s in reversed(range(S)):
         hbar = timed((Kind.P4, s), ph.p4, slots[s], hbar)
         if Kind.P4 in split:
+            queued("Q4", slots[s].w4_queue, s)
             timed((Kind.W4, s), ph.w4, slots[s])
     del slots
     return times, {k: v for k, v in mem.items() if k[0] != "seen"}, boundary
@@ -125,7 +148,8 @@ def measure_runs(model, batch, loss, repeats: int = 3, log=print) -> dict:
     labelled micro-batch, already on the model's device and dtype).
 
     Returns {"info", "median", "samples", "boundary", "mem"}: times in seconds keyed
-    ``"P1:s"``…, bytes of |A| / |A'| per stage (``"A:s"``, ``"A':s"``), boundary bytes.
+    ``"P1:s"``…, bytes per stage of |A| / |A'| (``"A:s"``, ``"A':s"``) and of the W
+    queues (``"Q3:s"``, ``"Q4:s"`` eager, ``"lazy Q4:s"``), boundary bytes.
     """
     cfg = model.config
     stages = model.stages(list(range(cfg.num_blocks)))
@@ -139,6 +163,11 @@ def measure_runs(model, batch, loss, repeats: int = 3, log=print) -> dict:
     # hooks would slow the timed runs).
     _, mem, boundary = run_chain(model, stages, batch, loss, lazy=False, split=(),
                                  memory=True)
+    # The queues, from untimed split chains (|A|, |A'| stay those of the unsplit run).
+    for prefix, (lazy, split) in (("", RUNS["eager_split"]), ("lazy ", RUNS["lazy_split"])):
+        _, qmem, _ = run_chain(model, stages, batch, loss, lazy=lazy, split=split,
+                               memory=True)
+        mem.update({(prefix + k[0], k[1]): v for k, v in qmem.items() if k[0][0] == "Q"})
     order = [r for _ in range(repeats) for r in RUNS]
     for i, run in enumerate(order):
         lazy, split = RUNS[run]
@@ -181,11 +210,16 @@ def cost_models(res: dict, label: str) -> dict[str, CostModel]:
     overhead = tuple(max(0.0, (sum(t("eager", k, s) for s in range(S)) - t("whole", k, 0))
                          / (S - 1)) if "whole" in med and S > 1 else 0.0
                      for k in ("P1", "P2", "P3", "P4"))
-    common = {"mem_a": tuple(float(mem[f"A:{s}"]) for s in range(S)),
-              "mem_ap": tuple(float(mem[f"A':{s}"]) for s in range(S)),
+
+    def sizes(key):
+        return tuple(float(mem.get(f"{key}:{s}", 0.0)) for s in range(S))
+
+    common = {"mem_a": sizes("A"), "mem_ap": sizes("A'"),
               "tensor_bytes": res["boundary"], "fused_factor": fused, "units": "s",
               "stage_overhead": overhead}
     out = {}
+    queues = {"eager": {"mem_q3": sizes("Q3"), "mem_q4": sizes("Q4")},
+              "lazy": {"mem_q4": sizes("lazy Q4")}}
     for variant, run, wf, sf in (("eager", "eager", {"P3": w3, "P4": w4},
                                   {"P3": max(1.0, f3), "P4": max(1.0, f4)}),
                                  ("lazy", "lazy", {"P3": 0.0, "P4": lw4},
@@ -193,7 +227,7 @@ def cost_models(res: dict, label: str) -> dict[str, CostModel]:
         times = tuple(tuple(t(run, k, s) for k in ("P1", "P2", "P3", "P4")) for s in range(S))
         out[variant] = CostModel(stage_times=times, label=f"{label} ({variant} P3)",
                                  lazy_p3=variant == "lazy", w_frac=wf, split_factor=sf,
-                                 **common)
+                                 **common, **queues[variant])
     res["derived"] = {"w3": w3, "split_factor_P3": f3, "w4": w4, "split_factor_P4": f4,
                       "lazy_w4": lw4, "lazy_split_factor_P4": lf4, "fused_factor": fused,
                       "raw_split_factors": {"P3": f3, "P4": f4, "lazy_P4": lf4},

@@ -6,12 +6,15 @@ often it is saved) from its first save until the last holder that references it 
 dropped, i.e. until every graph node that saved it is freed. Parameters are excluded (they
 live anyway). The peak of the live total is the per-rank activation memory of a step
 (P1 graphs A, P2 graphs A', and what they share), independent of the allocator's caching
-and of other processes, which RSS is not.
+and of other processes, which RSS is not. The gradient factors that a split P3/P4 queues
+for its W action (:mod:`matris.nn.deferred`) count too, from push to flush.
 """
 
 from __future__ import annotations
 
 import torch
+
+from matris.nn.deferred import observe_queues
 
 
 class _Held:
@@ -37,11 +40,12 @@ class LiveSaved:
         self.live = 0
         self.peak = 0
 
-    def _pack(self, t):
+    def _add(self, t) -> int | None:
+        """Count one more reference to ``t``'s storage; its key, or None if excluded."""
         st = t.untyped_storage()
         key, nbytes = st.data_ptr(), st.nbytes()
         if key in self.excluded or nbytes == 0:
-            return t
+            return None
         entry = self.refs.get(key)
         if entry is None:
             self.refs[key] = [1, nbytes]
@@ -49,6 +53,22 @@ class LiveSaved:
             self.peak = max(self.peak, self.live)
         else:
             entry[0] += 1
+        return key
+
+    def hold(self, tensors) -> None:
+        """A weight-gradient queue took these factors (``observe_queues``)."""
+        for t in tensors:
+            self._add(t)
+
+    def release(self, tensors) -> None:
+        """…and dropped them (flush)."""
+        for t in tensors:
+            self._release(t.untyped_storage().data_ptr())
+
+    def _pack(self, t):
+        key = self._add(t)
+        if key is None:
+            return t
         # Hold a detached alias: holding ``t`` itself would tie a saved *output* to its
         # own grad_fn (a cycle through C++ that the garbage collector cannot see, so the
         # graph would never be freed). Unpacking re-attaches the autograd metadata.
@@ -70,7 +90,10 @@ class LiveSaved:
     def __enter__(self) -> LiveSaved:
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
         self._hooks.__enter__()
+        self._queues = observe_queues(self)
+        self._queues.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._queues.__exit__(*exc)
         self._hooks.__exit__(*exc)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from .actions import Action, Kind
+from .deps import creates, freeing_actions, sets_created
 from .listsched import DeviceState, Policy
 from .program import Program
 
@@ -53,8 +54,6 @@ def virtual_caps(prog: Program, slack: int = 0) -> tuple[list[int], list[int]]:
     research note's SymFold memory); a lazy-P3 P2 graph until P4: cap S. ``slack`` (K)
     is added to every cap.
     """
-    from .deps import freeing_actions
-
     caps = {}
     for name, creator in (("A", Kind.P1), ("A'", Kind.P2)):
         out = []
@@ -75,8 +74,9 @@ class CappedDepthFirst(Policy):
 
     Args:
         cap_a, cap_ap: per stage, max live P1 / P2 graphs (None: unlimited).
-        mem_cap: per device, max Σ|A|+|A'| in the cost model's units (None: unlimited).
-        mem_of: (mem_a, mem_ap) per-stage sizes, needed with ``mem_cap``.
+        mem_cap: per device, max Σ|A|+|A'|+|Q| in the cost model's units (None: unlimited).
+        mem_of: {set name: per-stage sizes} (``CostModel.set_sizes()``), needed with
+            ``mem_cap``.
         order: "depth" (furthest along the path first) or "mb" (oldest micro-batch first).
         w_mode: "last": W actions only when nothing else is ready (Zero-Bubble style);
             "pressure": the same, except that while admitting one more micro-batch would
@@ -94,7 +94,8 @@ class CappedDepthFirst(Policy):
         self.dynamic = w_mode == "pressure" and mem_cap is not None
         if mem_cap is not None:
             # One micro-batch's sets on each rank (all the stages it hosts).
-            self._mb_need = [sum(mem_of[0][s] + self._ap_size(s) for s in prog.stages_of(d))
+            self._mb_need = [sum(mem_of[n][s] for s in prog.stages_of(d)
+                                 for n in sets_created(prog, s))
                              for d in range(prog.num_devices)]
             self._admitted: set[tuple[int, int]] = set()
 
@@ -120,9 +121,10 @@ class CappedDepthFirst(Policy):
         """In-flight caps per stage; memory cap per rank.
 
         With ``reserve``, a micro-batch's first P1 on a rank books all the sets it will
-        create there (P1 and P2 graphs of every hosted stage), so its later P1/P2 never
-        wait for memory: a rank full of half-finished micro-batches cannot deadlock.
-        Without it, a P1 needs room for its P1 and P2 graphs now and a P2 for its own.
+        create there (P1 and P2 graphs and W queues of every hosted stage), so its later
+        actions never wait for memory: a rank full of half-finished micro-batches cannot
+        deadlock. Without it, a P1 needs room for its P1 and P2 graphs now and a P2 for
+        its own (W queues are not checked: critical work is never held back).
         """
         limit = None if self.mem_cap is None else self.mem_cap[st.device] + 1e-9
         if a.kind is Kind.P1:
@@ -135,7 +137,7 @@ class CappedDepthFirst(Policy):
                 if (st.device, a.microbatch) in self._admitted:
                     return True
                 return self._reserved(st) + self._mb_need[st.device] <= limit
-            return st.mem + self.mem_of[0][a.stage] + self._ap_size(a.stage) <= limit
+            return st.mem + self.mem_of["A"][a.stage] + self._ap_size(a.stage) <= limit
         if a.kind is Kind.P2 and self.prog.four_phase:
             if self.cap_ap is not None and \
                     st.live_stage.get(("A'", a.stage), 0) >= self.cap_ap[a.stage]:
@@ -145,7 +147,7 @@ class CappedDepthFirst(Policy):
         return True
 
     def _ap_size(self, stage: int) -> float:
-        return self.mem_of[1][stage] if self.prog.four_phase else 0.0
+        return self.mem_of["A'"][stage] if self.prog.four_phase else 0.0
 
     def _reserved(self, st: DeviceState) -> float:
         """Live sets plus sets booked by admitted micro-batches but not yet created."""
@@ -157,10 +159,9 @@ class CappedDepthFirst(Policy):
         if a.kind is Kind.P1 and (st.device, a.microbatch) not in self._admitted:
             self._admitted.add((st.device, a.microbatch))
             st.extra["booked"] = st.extra.get("booked", 0.0) + self._mb_need[st.device]
-        if a.kind is Kind.P1:  # the engine has already added the new set to st.mem
-            st.extra["booked"] -= self.mem_of[0][a.stage]
-        elif a.kind is Kind.P2 and self.prog.four_phase:
-            st.extra["booked"] -= self._ap_size(a.stage)
+        name = creates(self.prog, a)  # the engine has already added it to st.mem
+        if name is not None and (name != "A'" or self.prog.four_phase):
+            st.extra["booked"] -= self.mem_of[name][a.stage]
 
 
 class UnitOneFOneB(Policy):

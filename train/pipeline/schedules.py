@@ -199,7 +199,7 @@ def hanayo4(P: int, M: int, costs: CostModel | None = None, *, waves: int = 1,
         [mem_cap] * P if isinstance(mem_cap, (int, float)) else list(mem_cap))
     cm = (costs or _unit_costs(skel)).for_stages(skel.num_stages)
     return _best_of(skel, costs, cost_aware, lambda sk: CappedDepthFirst(
-        sk, cap_a, cap_ap, mem_cap=caps, mem_of=(cm.mem_a, cm.mem_ap), order=order))
+        sk, cap_a, cap_ap, mem_cap=caps, mem_of=cm.set_sizes(), order=order))
 
 
 from .wavek import wavek  # noqa: E402  (wavek builds on the generators above)

@@ -37,7 +37,7 @@ class SimResult:
     busy: list[float]                            # compute time per device
     peak_a: list[int] = field(default_factory=list)     # max live P1 graphs per device
     peak_ap: list[int] = field(default_factory=list)    # max live P2 graphs per device
-    peak_mem: list[float] = field(default_factory=list)  # max Σ|A|+|A'| per device
+    peak_mem: list[float] = field(default_factory=list)  # max Σ|A|+|A'|+|Q| per device
 
     @property
     def bubble(self) -> float:
@@ -167,6 +167,7 @@ def _memory(res: SimResult) -> None:
     the last freeing action; a free at time t happens before an alloc at t)."""
     prog, costs = res.program, res.costs
     P = prog.num_devices
+    sizes = costs.set_sizes()
     events: list[list[tuple[float, int, str, float]]] = [[] for _ in range(P)]
     for a, (start, _) in res.times.items():
         name = creates(prog, a)
@@ -174,14 +175,14 @@ def _memory(res: SimResult) -> None:
             continue
         frees = freeing_actions(prog, name, a.stage, a.microbatch)
         free_t = max(res.times[f][1] for f in frees if f in res.times)
-        size = (costs.mem_a if name == "A" else costs.mem_ap)[a.stage]
+        size = sizes[name][a.stage]
         d = res.device[a]
         events[d].append((start, 1, name, size))
         events[d].append((free_t, 0, name, -size))
     res.peak_a, res.peak_ap, res.peak_mem = [], [], []
     for d in range(P):
-        live = {"A": 0, "A'": 0}
-        peak = {"A": 0, "A'": 0}
+        live = dict.fromkeys(sizes, 0)
+        peak = dict.fromkeys(sizes, 0)
         mem = peak_mem = 0.0
         for _, is_alloc, name, size in sorted(events[d], key=lambda e: (e[0], e[1])):
             live[name] += 1 if is_alloc else -1

@@ -30,11 +30,16 @@ from .simulate import simulate
 from .validate import validate
 
 
-def default_mem_cap(P: int, M: int, costs: CostModel, K: int, **options) -> float:
-    """Symfold's peak per-rank activation memory plus K micro-batches' sets."""
+def default_mem_cap(P: int, M: int, costs: CostModel, K: int, split_w=None,
+                    **options) -> float:
+    """Symfold's peak per-rank activation memory plus K micro-batches' sets. Symfold
+    without W split, unless the split is forced (``split_w`` not None/False): then
+    symfold with that split (its W queues count)."""
     from .schedules import symfold
 
     opts = {k: v for k, v in options.items() if k in ("lazy_p3", "fused_turn", "phases")}
+    if split_w:
+        opts["split_w"] = split_w
     peak = max(simulate(symfold(P, M, costs, **opts), costs).peak_mem)
     lin = costs.for_stages(P)
     return peak + K * (max(lin.mem_a) + max(lin.mem_ap))
@@ -85,7 +90,8 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
     options = _variant(costs, options)
     levels = [mem_cap]
     if mem_cap is None:
-        levels = [default_mem_cap(P, M, costs, k, **options) for k in sorted({K, 0})]
+        levels = [default_mem_cap(P, M, costs, k, split_w, **options)
+                  for k in sorted({K, 0})]
     levels = [[c] * P if isinstance(c, (int, float)) else list(c) for c in levels]
     caps = max(levels, key=sum)
     wave_list = list(range(max_waves + 1)) if waves is None else [waves]
@@ -158,7 +164,7 @@ def _try(P, M, costs, cfg, K, caps, reserve, options) -> Program | None:
         cap_a, cap_ap = virtual_caps(skel, slack=cfg["slack"])
     limited = not all(math.isinf(c) for c in caps)
     policy = CappedDepthFirst(skel, cap_a, cap_ap, mem_cap=caps if limited else None,
-                              mem_of=(cm.mem_a, cm.mem_ap), order=cfg["order"],
+                              mem_of=cm.set_sizes(), order=cfg["order"],
                               w_mode=cfg["w_mode"], reserve=reserve)
     try:
         return list_schedule(skel, costs, policy)

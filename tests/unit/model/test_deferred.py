@@ -11,7 +11,13 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 from matris.nn import ops
-from matris.nn.deferred import WeightGradQueue, collect_weight_grads, deferrable, linear
+from matris.nn.deferred import (
+    WeightGradQueue,
+    collect_weight_grads,
+    deferrable,
+    linear,
+    observe_queues,
+)
 
 
 def _rand(*shape, gen):
@@ -117,3 +123,31 @@ def test_flush_routes_non_leaf_weights_through_their_graph():
     queue.flush()
     torch.testing.assert_close(a.grad, ref[0])
     torch.testing.assert_close(b.grad, ref[1])
+
+
+def test_queue_observer_sees_every_factor_until_the_flush():
+    """``observe_queues``: what a memory tracker is told (LiveSaved counts queues)."""
+    class Tally:
+        def __init__(self):
+            self.held = 0
+
+        def hold(self, tensors):
+            self.held += sum(t.numel() for t in tensors)
+
+        def release(self, tensors):
+            self.held -= sum(t.numel() for t in tensors)
+
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    tally = Tally()
+    with deferrable():
+        y = linear(x, w)
+    with observe_queues(tally):
+        queue = WeightGradQueue()
+    with collect_weight_grads(queue):
+        y.sum().backward()
+    assert w.grad is None and tally.held == 5 * 4 + 5 * 3   # gy (5, 4) and x (5, 3)
+    queue.flush()
+    assert tally.held == 0
+    torch.testing.assert_close(w.grad, torch.ones(5, 4, dtype=torch.float64).t() @ x)

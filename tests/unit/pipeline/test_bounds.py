@@ -17,7 +17,10 @@ def random_costs(P: int, seed: int) -> CostModel:
     return CostModel(stage_times=tuple(tuple(rng.uniform(0.5, 4) for _ in range(4))
                                        for _ in range(P)),
                      w_frac={"P3": rng.uniform(0, 0.6), "P4": rng.uniform(0, 0.6)},
-                     alpha=rng.choice([0.0, 0.2]))
+                     alpha=rng.choice([0.0, 0.2]),
+                     # W queues (split runs): sometimes none, sometimes larger than A.
+                     mem_q3=tuple(rng.choice([0.0, 2.0]) for _ in range(P)),
+                     mem_q4=tuple(rng.uniform(0, 1.5) for _ in range(P)))
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -26,8 +26,8 @@ def test_live_saved_bytes_are_exact_and_released():
     batches = microbatches(4)
     ref, _ = serial_gradients(model, batches, loss_config())
     peaks = {}
-    for name in ("gpipe4", "symfold"):
-        prog = make_program(name, 2, 4, model.num_blocks, {})
+    for name, opts in (("gpipe4", {}), ("symfold", {}), ("symfold+W", {"split_w": True})):
+        prog = make_program(name.split("+")[0], 2, 4, model.num_blocks, opts)
         with LiveSaved(list(model.parameters())) as mem:
             g, _, _ = in_process_step(model, prog, batches, loss_config())
         gc.collect()
@@ -35,3 +35,5 @@ def test_live_saved_bytes_are_exact_and_released():
         assert mem.live == 0 and not mem.refs, "every saved tensor is released"
         peaks[name] = mem.peak
     assert peaks["symfold"] < peaks["gpipe4"]
+    # The W split's queues (new gradient factors held until W) are counted.
+    assert peaks["symfold+W"] > peaks["symfold"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -105,6 +106,20 @@ def test_wavek_respects_memory_and_beats_symfold(variant):
     assert r.makespan <= sym.makespan
     assert prog.meta["chosen"]["waves"] in (0, 1)
     assert any(c.get("makespan") for c in prog.meta["candidates"])
+
+
+@pytest.mark.parametrize("variant", ["eager", "lazy"])
+def test_wavek_counts_w_queues_against_its_cap(variant):
+    """With W queues as large as the graphs, a W split must still fit symfold's memory
+    (symfold has no W: its peak holds no queue)."""
+    P, M = 4, 8
+    cm = replace(toy_profile(variant, P), mem_q3=(1.5,) * P, mem_q4=(2.0,) * P)
+    sym = simulate(make_schedule("symfold", P, M, cm), cm)
+    prog = make_schedule("wavek", P, M, cm)
+    r = simulate(prog, cm)
+    assert max(r.peak_mem) <= max(sym.peak_mem) + 1e-9
+    w = simulate(make_schedule("symfold", P, M, cm, split_w=True), cm)
+    assert max(w.peak_mem) > max(sym.peak_mem)  # the queues are counted
 
 
 def test_wavek_k_and_cap():

@@ -83,6 +83,20 @@ def test_lazy_p3_keeps_p2_graphs_until_p4():
     assert simulate(p1, uniform(1)).peak_a == [1]
 
 
+def test_w_queues_live_from_critical_part_to_w():
+    """A split P3 (P4) holds its queue Q3 (Q4) until W3 (W4); A' stays until W3, A
+    until W4 (the executor's lifetimes)."""
+    cm = uniform(1, mem_a=(1.0,), mem_ap=(1.5,), mem_q3=(2.0,), mem_q4=(4.0,))
+    one = Program("w", 1, 1, (0,), (tuple(parse_actions(
+        "0F1.0 0F2.0 0F3.0 0W3.0 0F4.0 0W4.0")),), split_w=frozenset({Kind.P3, Kind.P4}))
+    # P3..W3: A + A' + Q3 = 4.5; P4..W4: A + Q4 = 5.
+    assert simulate(one, cm).peak_mem == [pytest.approx(5.0)]
+    late = one.with_orders((tuple(parse_actions("0F1.0 0F2.0 0F3.0 0F4.0 0W3.0 0W4.0")),))
+    assert simulate(late, cm).peak_mem == [pytest.approx(1 + 1.5 + 2 + 4)]
+    unsplit = prog("0F1.0 0F2.0 0F3.0 0F4.0")
+    assert simulate(unsplit, cm).peak_mem == [pytest.approx(2.5)]  # no queue without W
+
+
 def test_deadlock_is_reported_with_the_grid():
     p = prog("0F1.0 0F2.1 0F3.1 0F4.1 0F1.1 0F2.0 0F3.0 0F4.0",
              "1F1.1 1F2.1 1F3.1 1F4.1 1F1.0 1F2.0 1F3.0 1F4.0", M=2)

@@ -41,6 +41,11 @@ def test_costs_command_writes_a_bundle_wavek_uses(tmp_path, capsys):
     assert all(t[0] > 0 and t[2] > 0 for t in eager.stage_times[1:])
     assert 0 < eager.w_frac["P3"] < 1 and eager.split_factor["P3"] >= 1
     assert min(eager.mem_a) > 0 and len(eager.stage_overhead) == 4
+    # The W queues of the block stages hold new gradient factors (eager: both orders;
+    # lazy: P3 is never split).
+    lazy = models["lazy"]
+    assert min(eager.mem_q3[1:4]) > 0 and min(eager.mem_q4[1:4]) > 0
+    assert max(lazy.mem_q3) == 0 and min(lazy.mem_q4[1:4]) > 0
     # With a measured file wavek weighs the wave placement too (6 units ≥ 2P); with the
     # built-in profile it keeps the linear V.
     measured = build_program("wavek", 2, 4, 4, costs=eager).meta["candidates"]
