@@ -18,9 +18,10 @@ the dense `GatedMLP`. Per part, the (source row, expert) pairs needed are dedupl
 (`torch.unique` on ``expert·S + source``), projected once, and gathered per pair: an angle
 expert projects each incident bond once instead of once per angle.
 
-All ops are twice differentiable: gathers/scatters of `matris.nn.ops`, `F.linear`, the
-fused `silu_linear` and `gated_tail`, `torch.split`/`torch.cat` and one product with the
-gate values.
+All ops are twice differentiable: gathers/scatters of `matris.nn.ops`, `F.linear` (as
+`matris.nn.deferred.linear`, so a pipeline's W split defers the experts' input
+projections too), the fused `silu_linear` and `gated_tail`, `torch.split`/`torch.cat`
+and one product with the gate values.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from matris.nn.deferred import linear
 from matris.nn.fused import gated_tail
 from matris.nn.ops import gather, scatter_sum, silu_linear
 
@@ -111,7 +113,7 @@ def gated_expert_forward(expert: nn.Module, parts: Sequence[PartRows], j: int) -
     """A `GatedMLP` expert on its dispatched rows: (n_j, out)."""
     x = None
     for part, layer in zip(parts, expert.first):
-        y = layer(part.pieces[j])
+        y = linear(part.pieces[j], layer.weight, layer.bias)
         if part.inverse[j] is not None:
             y = gather(y, part.inverse[j])
         x = y if x is None else x + y
@@ -122,7 +124,8 @@ def gated_expert_forward(expert: nn.Module, parts: Sequence[PartRows], j: int) -
 
 def ffn_expert_forward(expert: nn.Module, parts: Sequence[PartRows], j: int) -> Tensor:
     """An `FFN` expert (one row-aligned part): (n_j, out)."""
-    (y,) = silu_linear(expert.lin1(parts[0].pieces[j]), [expert.lin2.weight], [None])
+    (y,) = silu_linear(linear(parts[0].pieces[j], expert.lin1.weight), [expert.lin2.weight],
+                       [None])
     return y
 
 

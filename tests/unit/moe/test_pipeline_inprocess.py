@@ -56,3 +56,23 @@ def test_moe_pipeline_equals_serial(setup, name, options):
             if share is not None:
                 (W_AUX / len(batches) * share).backward()
     assert relative_error(grads(model), aux_ref) < TOL
+
+
+def test_w_split_defers_the_experts_weight_gemms():
+    """Under the W split the experts' linear maps (input projections and the fused
+    SiLU+linear) queue their weight GEMMs like the dense layers do."""
+    from matris.nn.deferred import WeightGradQueue, collect_weight_grads, deferrable
+
+    torch.set_num_threads(1)
+    model = random_model(preset("tiny-moe", num_blocks=2), seed=3)
+    graph = microbatches(1)[0].graph
+    with deferrable():
+        energy = model(graph).energy
+    queue = WeightGradQueue()
+    with collect_weight_grads(queue):
+        energy.sum().backward()
+    queued = {id(w) for w, _, _ in queue.items}
+    experts = [(n, p) for n, p in model.named_parameters()
+               if "experts." in n and n.endswith("weight") and p.dim() == 2]
+    assert experts and all(id(p) in queued for _, p in experts), \
+        [n for n, p in experts if id(p) not in queued]
