@@ -21,6 +21,7 @@ Memory unit: one stage's P1 graph |A| at that cut (total |A| of the model / P).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -55,14 +56,18 @@ ROWS = {
 BASELINES = ("1f1b4", "1f1b4+W", "hanayo4", "hanayo4+W", "hanayo4@cap")
 
 
+#: Cost files are read once per run (profiles() is asked for every (P, M) point).
+_load = functools.lru_cache(maxsize=None)(load_costs)
+
+
 def profiles(args, P: int) -> dict[str, CostModel]:
     """Cost models at P stages: the file's (resampled) or the labelled toy ratios."""
     path = args.measured_costs or args.costs
     if path:
-        models = load_costs(path)
+        models = _load(path)
     else:
         models = {v: toy_profile(v, P) for v in ("eager", "lazy")}
-    queues = load_costs(args.queues_from) if getattr(args, "queues_from", None) else {}
+    queues = _load(args.queues_from) if getattr(args, "queues_from", None) else {}
     out = {}
     for name, cm in models.items():
         cm = cm.for_stages(P)

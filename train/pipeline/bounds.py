@@ -109,18 +109,18 @@ def _memory_term(prog: Program, costs: CostModel, ht: dict, d: int, cap: float) 
 
     M = prog.num_microbatches
     mine = {k: v for k, v in ht.items() if prog.device_of(k[1]) == d}
-    sizes = costs.set_sizes()
     if not mine:
         return 0.0
+    sizes = costs.set_sizes()
     f_d = math.inf
     items, others = [], []
     for (kind, stage), (h, p, _) in mine.items():
         name = creates(prog, Action(kind, stage, 0))
         size = 0.0 if name is None else sizes[name][stage]
-        if size <= 0 or (name == "A'" and not prog.four_phase):
+        if size <= 0:  # creates nothing that counts against the cap
             others.append((h, p))
             continue
-        items.append((p / size if size > 0 else math.inf, size, p))
+        items.append((p / size, size, p))
         frees = freeing_actions(prog, name, stage, 0)
         f_d = min(f_d, max(ht[(f.kind, f.stage)][0] + ht[(f.kind, f.stage)][1]
                            for f in frees))

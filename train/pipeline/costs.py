@@ -30,11 +30,14 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .actions import BOUNDARY, W_OF, Action, Kind
+from .actions import BOUNDARY, SPLIT_W, W_OF, Action, Kind
 
 PHASE_INDEX = {Kind.P1: 0, Kind.P2: 1, Kind.P3: 2, Kind.P4: 3}
-#: Activation-set name (``deps.creates``) → the CostModel field holding its sizes.
+#: Activation-set name (``deps.creates``) → the CostModel field holding its sizes, and
+#: that field's per-stage default (A' = 1.35 |A|: the toy model; queues: not measured).
 _MEM_FIELDS = {"A": "mem_a", "A'": "mem_ap", "Q3": "mem_q3", "Q4": "mem_q4"}
+_MEM_DEFAULTS = {"mem_a": 1.0, "mem_ap": 1.35, "mem_q3": 0.0, "mem_q4": 0.0}
+SET_NAMES = tuple(_MEM_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -83,13 +86,9 @@ class CostModel:
             raise ValueError("a cost model needs at least one stage")
         if any(len(t) != 4 or min(t) < 0 for t in self.stage_times):
             raise ValueError(f"stage_times must be non-negative 4-tuples: {self.stage_times}")
-        if not self.mem_a:
-            object.__setattr__(self, "mem_a", (1.0,) * n)
-        if not self.mem_ap:
-            object.__setattr__(self, "mem_ap", (1.35,) * n)
-        for name in ("mem_q3", "mem_q4"):
+        for name, default in _MEM_DEFAULTS.items():
             if not getattr(self, name):
-                object.__setattr__(self, name, (0.0,) * n)
+                object.__setattr__(self, name, (default,) * n)
         if len(self.stage_overhead) != 4 or min(self.stage_overhead) < 0:
             raise ValueError(f"stage_overhead must be 4 non-negative times: "
                              f"{self.stage_overhead}")
@@ -181,10 +180,8 @@ class CostModel:
                    split_factor=dict(d.get("split_factor", {"P3": 1.0, "P4": 1.0})),
                    fused_factor=float(d.get("fused_factor", 0.7)),
                    lazy_p3=bool(d.get("lazy_p3", False)),
-                   mem_a=tuple(float(st.get("mem_a", 1.0)) for st in stages),
-                   mem_ap=tuple(float(st.get("mem_ap", 1.35)) for st in stages),
-                   mem_q3=tuple(float(st.get("mem_q3", 0.0)) for st in stages),
-                   mem_q4=tuple(float(st.get("mem_q4", 0.0)) for st in stages),
+                   **{f: tuple(float(st.get(f, default)) for st in stages)
+                      for f, default in _MEM_DEFAULTS.items()},
                    tensor_bytes=dict(d.get("tensor_bytes", {})),
                    alpha=float(d.get("alpha", 0.0)),
                    beta=math.inf if beta is None else float(beta),
@@ -193,8 +190,7 @@ class CostModel:
 
 
 def _has_w(prog, kind: Kind, stage: int) -> bool:
-    w = {Kind.P3: Kind.W3, Kind.P4: Kind.W4}[kind]
-    return w in prog.w_kinds(stage)
+    return SPLIT_W[kind] in prog.w_kinds(stage)
 
 
 def _resample(values, n: int) -> list[float]:

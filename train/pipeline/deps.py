@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .actions import DIRECTION, W_OF, Action, Kind
+from .actions import DIRECTION, SPLIT_W, W_OF, Action, Kind
 from .program import Program
 
 
@@ -96,9 +96,9 @@ def freeing_actions(prog: Program, name: str, stage: int, mb: int) -> tuple[Acti
     return tuple(Action(k, stage, mb) for k in last)
 
 
-#: The set a split phase's critical action queues for its W action.
+#: The set a split phase's critical action queues for its W action, and that W action.
 QUEUE_OF = {Kind.P3: "Q3", Kind.P4: "Q4"}
-_W_OF_SET = {"Q3": Kind.W3, "Q4": Kind.W4}
+_W_OF_SET = {q: SPLIT_W[k] for k, q in QUEUE_OF.items()}
 
 
 def creates(prog: Program, action: Action) -> str | None:
@@ -108,17 +108,13 @@ def creates(prog: Program, action: Action) -> str | None:
     if k is Kind.P1:
         return "A"
     if k is Kind.P2:
-        return "A'"
-    if k in QUEUE_OF and _W_OF_SET[QUEUE_OF[k]] in prog.w_kinds(action.stage):
+        return "A'" if prog.four_phase else None
+    if k in QUEUE_OF and SPLIT_W[k] in prog.w_kinds(action.stage):
         return QUEUE_OF[k]
     return None
 
 
 def sets_created(prog: Program, stage: int) -> list[str]:
     """Names of the sets one micro-batch creates on ``stage`` (see :func:`creates`)."""
-    out = []
-    for k in prog.stage_kinds(stage):
-        name = creates(prog, Action(k, stage, 0))
-        if name is not None and (name != "A'" or prog.four_phase):
-            out.append(name)
-    return out
+    names = (creates(prog, Action(k, stage, 0)) for k in prog.stage_kinds(stage))
+    return [n for n in names if n is not None]

@@ -18,7 +18,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from .actions import Action, ScheduleError
-from .costs import CostModel
+from .costs import SET_NAMES, CostModel
 from .deps import creates, freeing_actions, successors_map
 from .grid import format_grid
 from .program import Program
@@ -29,7 +29,7 @@ class DeviceState:
     """What a policy may look at when deciding on one rank."""
 
     device: int
-    live: dict = field(default_factory=lambda: {"A": 0, "A'": 0, "Q3": 0, "Q4": 0})
+    live: dict = field(default_factory=lambda: dict.fromkeys(SET_NAMES, 0))
     live_stage: dict = field(default_factory=dict)   # (set name, stage) -> count
     mem: float = 0.0
     started: int = 0
@@ -81,7 +81,7 @@ def list_schedule(skel: Program, costs: CostModel, policy: Policy) -> Program:
     mem_of = costs.set_sizes()
     for i, a in enumerate(actions):
         name = creates(skel, a)
-        if name is None or (name == "A'" and not skel.four_phase):
+        if name is None:
             continue
         alloc[i] = (name, a.stage)
         fa = freeing_actions(skel, name, a.stage, a.microbatch)

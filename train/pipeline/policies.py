@@ -160,7 +160,7 @@ class CappedDepthFirst(Policy):
             self._admitted.add((st.device, a.microbatch))
             st.extra["booked"] = st.extra.get("booked", 0.0) + self._mb_need[st.device]
         name = creates(self.prog, a)  # the engine has already added it to st.mem
-        if name is not None and (name != "A'" or self.prog.four_phase):
+        if name is not None:
             st.extra["booked"] -= self.mem_of[name][a.stage]
 
 

@@ -171,7 +171,7 @@ def _memory(res: SimResult) -> None:
     events: list[list[tuple[float, int, str, float]]] = [[] for _ in range(P)]
     for a, (start, _) in res.times.items():
         name = creates(prog, a)
-        if name is None or (name == "A'" and not prog.four_phase):
+        if name is None:
             continue
         frees = freeing_actions(prog, name, a.stage, a.microbatch)
         free_t = max(res.times[f][1] for f in frees if f in res.times)
