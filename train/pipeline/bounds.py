@@ -16,6 +16,13 @@ that relaxation. With linear placement and no W split it contains the note's ter
 i·t1 + M·T + i·t4 (all of rank i's work) and P(t1+t2) + i·t3 + M(t3+t4) + i·t4 (its
 P3/P4 work, which cannot start before the round trip); it is never weaker than them and
 is tighter for wave placements, unequal stages and non-zero communication.
+
+A program that splits only some P3 / P4 (``Program.unsplit``) is bounded through
+:func:`split_relaxation`: every phase of a split kind becomes a critical part of
+min(t, (1 − w)·f·t) followed by a W part that brings it to t, with empty W queues. Both
+real choices are at least as long in every part (split: (1 − w)·f·t and w·f·t, f ≥ 1;
+whole: t, whose successors wait for all of it) and hold at least as much memory, so
+the relaxed bound holds for every choice of which phases split.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ from __future__ import annotations
 import math
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from functools import cache
 
-from .actions import Action
+from .actions import Action, Kind
 from .costs import CostModel
 from .deps import creates, freeing_actions, predecessors, successors_map
 from .program import Program
@@ -60,12 +68,25 @@ def heads_tails(prog: Program, costs: CostModel) -> dict:
         sys.setrecursionlimit(limit)
 
 
+def split_relaxation(costs: CostModel) -> CostModel:
+    """Costs under which a fully split skeleton bounds every per-phase split choice (see
+    the module docstring): split factor 1, W share 1 − min(1, (1 − w)·f), no queues."""
+    w = {k.name: 1.0 - min(1.0, (1.0 - costs.w(k)) * costs.f(k)) for k in (Kind.P3, Kind.P4)}
+    zero = tuple(0.0 for _ in costs.mem_q3)
+    return replace(costs, w_frac=w, split_factor={"P3": 1.0, "P4": 1.0},
+                   mem_q3=zero, mem_q4=zero, label=f"{costs.label} [split relaxation]")
+
+
 def lower_bound(prog: Program, costs: CostModel, mem_cap=None) -> float:
     """Makespan lower bound for any order of ``prog``'s actions on its placement.
 
     With ``mem_cap`` (per device, or one number for all, in the units of
-    ``costs.mem_a``) the memory term :func:`_memory_term` is added.
+    ``costs.mem_a``) the memory term :func:`_memory_term` is added. A program with
+    :attr:`~.program.Program.unsplit` phases is bounded by its :func:`split_relaxation`.
     """
+    if prog.unsplit:
+        prog = prog.with_orders(prog.orders, unsplit=frozenset())
+        costs = split_relaxation(costs)
     ht = heads_tails(prog, costs)
     best = _subset_bound(ht, prog)
     if mem_cap is not None:

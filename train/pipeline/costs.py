@@ -145,7 +145,7 @@ class CostModel:
             parent = W_OF[k]
             return self.t(s, parent) * self.w(parent) * self.f(parent)
         full = self.t(s, k)
-        if k in (Kind.P3, Kind.P4) and _has_w(prog, k, s):
+        if k in (Kind.P3, Kind.P4) and _has_w(prog, k, s, action.microbatch):
             return full * (1.0 - self.w(k)) * self.f(k)  # the W part is its own action
         return full
 
@@ -189,8 +189,8 @@ class CostModel:
                                         d.get("stage_overhead", (0.0,) * 4)))
 
 
-def _has_w(prog, kind: Kind, stage: int) -> bool:
-    return SPLIT_W[kind] in prog.w_kinds(stage)
+def _has_w(prog, kind: Kind, stage: int, microbatch: int) -> bool:
+    return SPLIT_W[kind] in prog.w_kinds(stage, microbatch)
 
 
 def _resample(values, n: int) -> list[float]:

@@ -47,7 +47,7 @@ def predecessors(prog: Program, action: Action) -> list[Dep]:
     k, s, m = action.kind, action.stage, action.microbatch
     if k is Kind.REDUCE:
         return [Dep(a, None, "reduce") for mb in range(prog.num_microbatches)
-                for a in (Action(kk, s, mb) for kk in prog.stage_kinds(s))]
+                for a in (Action(kk, s, mb) for kk in prog.stage_kinds(s, mb))]
     if k in W_OF:
         return [Dep(prog.resolve(W_OF[k], s, m), None, "w-after")]
     if k is Kind.P34:
@@ -84,7 +84,7 @@ def freeing_actions(prog: Program, name: str, stage: int, mb: int) -> tuple[Acti
     """Actions after all of which set ``name`` of (stage, mb) is dead."""
     if name in _W_OF_SET:
         return (Action(_W_OF_SET[name], stage, mb),)
-    kinds = prog.stage_kinds(stage)
+    kinds = prog.stage_kinds(stage, mb)
     if Kind.P34 in kinds:
         return (Action(Kind.P34, stage, mb),)
     if name == "A" or not prog.four_phase:
@@ -109,12 +109,14 @@ def creates(prog: Program, action: Action) -> str | None:
         return "A"
     if k is Kind.P2:
         return "A'" if prog.four_phase else None
-    if k in QUEUE_OF and SPLIT_W[k] in prog.w_kinds(action.stage):
+    if k in QUEUE_OF and SPLIT_W[k] in prog.w_kinds(action.stage, action.microbatch):
         return QUEUE_OF[k]
     return None
 
 
-def sets_created(prog: Program, stage: int) -> list[str]:
-    """Names of the sets one micro-batch creates on ``stage`` (see :func:`creates`)."""
-    names = (creates(prog, Action(k, stage, 0)) for k in prog.stage_kinds(stage))
+def sets_created(prog: Program, stage: int, queues: bool = True) -> list[str]:
+    """Names of the sets a micro-batch of a uniformly split program creates on ``stage``
+    (see :func:`creates`); ``queues=False``: A and A' only."""
+    names = (creates(prog, Action(k, stage, 0)) for k in prog.stage_kinds(stage)
+             if queues or k not in QUEUE_OF)
     return [n for n in names if n is not None]

@@ -10,6 +10,11 @@ other costs (the order is a linear extension of the dependency DAG).
 
 Cost-oblivious schedules (the baselines, symfold) call it with unit costs, so their
 order is a fixed pattern like their papers'; wavek calls it with the measured costs.
+
+Where the skeleton splits P3 / P4, ``policy.split`` decides for each of them when it
+starts: split (critical part now, its W action later, the W queue held in between) or
+whole (the unsplit duration, no queue; its W action disappears and the phase is listed
+in the result's ``Program.unsplit``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from .actions import Action, ScheduleError
+from .actions import SPLIT_W, Action, ScheduleError
 from .costs import SET_NAMES, CostModel
 from .deps import creates, freeing_actions, successors_map
 from .grid import format_grid
@@ -33,6 +38,7 @@ class DeviceState:
     live_stage: dict = field(default_factory=dict)   # (set name, stage) -> count
     mem: float = 0.0
     started: int = 0
+    last_created: str | None = None  # the set the action just started allocated
     extra: dict = field(default_factory=dict)
 
 
@@ -49,6 +55,10 @@ class Policy:
         return static
 
     def allowed(self, a: Action, st: DeviceState) -> bool:
+        return True
+
+    def split(self, a: Action, st: DeviceState) -> bool:
+        """For a P3 / P4 the skeleton splits: run it split (True) or whole (False)."""
         return True
 
     def on_start(self, a: Action, st: DeviceState) -> None:
@@ -73,6 +83,12 @@ def list_schedule(skel: Program, costs: CostModel, policy: Policy) -> Program:
             npred[j] += 1
     ready_at = [0.0] * n
     dur = [costs.duration(skel, a) for a in actions]
+    # Split P3/P4: index of its W action (-1: none) and its duration when run whole.
+    w_of = [idx.get(Action(SPLIT_W[a.kind], a.stage, a.microbatch), -1)
+            if a.kind in SPLIT_W else -1 for a in actions]
+    whole = [costs.t(a.stage, a.kind) if w_of[i] >= 0 else 0.0
+             for i, a in enumerate(actions)]
+    unsplit: list[Action] = []
     key = [policy.key(a) for a in actions]
     # Memory bookkeeping: a set dies when all of its freeing actions have run.
     alloc: list[tuple[str, int] | None] = [None] * n
@@ -127,17 +143,27 @@ def list_schedule(skel: Program, costs: CostModel, policy: Policy) -> Program:
         a = actions[best]
         pool[d].remove(best)
         orders[d].append(a)
-        end = t + dur[best]
+        finished = [best]
+        if w_of[best] >= 0 and not policy.split(a, st):
+            finished.append(w_of[best])  # its W part runs now, inside it
+            unsplit.append(a)
+            end = t + whole[best]
+        else:
+            end = t + dur[best]
         free_at[d] = end
-        done += 1
-        if alloc[best] is not None:
+        done += len(finished)
+        st.last_created = None if len(finished) > 1 else (alloc[best] or (None,))[0]
+        if st.last_created is not None:
             name, stage = alloc[best]
             st.live[name] += 1
             st.live_stage[(name, stage)] = st.live_stage.get((name, stage), 0) + 1
             st.mem += mem_of[name][stage]
             if st.mem > st.extra.get("peak_mem", 0.0):
                 st.extra["peak_mem"] = st.mem
-        for tag in frees_of[best]:
+        skip = (alloc[best][0], a.stage, a.microbatch) if len(finished) > 1 else None
+        for tag in (tag for i in finished for tag in frees_of[i]):
+            if tag == skip:
+                continue  # the queue of a phase run whole: never allocated
             pending_free[tag] -= 1
             if pending_free[tag] == 0:  # freed at `end`; only this rank's later choices see it
                 st.live[tag[0]] -= 1
@@ -147,11 +173,11 @@ def list_schedule(skel: Program, costs: CostModel, policy: Policy) -> Program:
         policy.on_start(a, st)
         heapq.heappush(events, (end, seq, d))
         seq += 1
-        for j, lat in succ[best]:
+        for j, lat in (x for i in finished for x in succ[i]):
             if end + lat > ready_at[j]:
                 ready_at[j] = end + lat
             npred[j] -= 1
-            if npred[j] == 0:
+            if npred[j] == 0 and j not in finished:
                 pool[dev[j]].append(j)
                 heapq.heappush(events, (ready_at[j], seq, dev[j]))
                 seq += 1
@@ -161,7 +187,7 @@ def list_schedule(skel: Program, costs: CostModel, policy: Policy) -> Program:
         raise ScheduleError(f"list scheduling of {skel.describe()} stalled after {done} of "
                             f"{n} actions (caps too tight?); waiting: {stuck}\n"
                             + format_grid(partial, max_steps=8))
-    out = skel.with_orders(orders)
+    out = skel.with_orders(orders, unsplit=skel.unsplit | frozenset(unsplit))
     out.meta["list_schedule"] = {"makespan": max(free_at),
                                  "peak_mem": [st.extra.get("peak_mem", 0.0) for st in state]}
     return out

@@ -90,6 +90,7 @@ class Slot:
     cot3: list[Tensor] | None = None         # cotangents of p2_out: [dl..., ā_s...]
     w3_queue: WeightGradQueue | None = None  # deferred weight GEMMs of a split P3
     w4_queue: WeightGradQueue | None = None  # … of a split P4
+    split: frozenset | None = None           # phases split for this slot (None: FourPhase's)
     done: set = field(default_factory=set)
 
     @property
@@ -268,7 +269,8 @@ class FourPhase:
                 return _zeros_for(g, a_leaves), dl
             return None, dl
         inputs = a_leaves + (slot.h_in or []) + self.params[slot.stage]
-        slot.w3_queue = _backward_deferring(outs, slot.cot3, inputs, Kind.P3 in self.split)
+        slot.w3_queue = _backward_deferring(outs, slot.cot3, inputs,
+                                            Kind.P3 in self._split(slot))
         abar = _leaf_grads(a_leaves) if a_leaves else None
         if slot.w3_queue is None:  # split: W3 releases it
             slot.release_p2()
@@ -296,7 +298,7 @@ class FourPhase:
         outs, cots = self._p4_terms(slot, hbar_in)
         h = slot.h_in or []
         slot.w4_queue = _backward_deferring(outs, cots, h + self.params[slot.stage],
-                                            Kind.P4 in self.split)
+                                            Kind.P4 in self._split(slot))
         if slot.w4_queue is None and self.lazy:  # split: W4 releases it
             slot.release_p2()
         return _leaf_grads(h) if h else None
@@ -320,6 +322,11 @@ class FourPhase:
         _backward(outs, cots, h + self.params[slot.stage])
         slot.release_p2()
         return _leaf_grads(h) if h else None
+
+    def _split(self, slot: Slot) -> frozenset:
+        """Phases whose weight part this slot defers: the program may split a phase for
+        some micro-batches only (``Program.unsplit``)."""
+        return self.split if slot.split is None else slot.split
 
     def _autocast(self):
         import contextlib

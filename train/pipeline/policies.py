@@ -15,9 +15,13 @@
 from __future__ import annotations
 
 from .actions import Action, Kind
-from .deps import creates, freeing_actions, sets_created
+from .deps import QUEUE_OF, freeing_actions, sets_created
 from .listsched import DeviceState, Policy
 from .program import Program
+
+#: CappedDepthFirst's rules for which phases of a W-splitting skeleton split.
+SPLIT_MODES = ("all", "fits", "drain")
+_QUEUES = frozenset(QUEUE_OF.values())
 
 
 def chain_position(prog: Program, kind: Kind, stage: int) -> float:
@@ -82,20 +86,32 @@ class CappedDepthFirst(Policy):
             "pressure": the same, except that while admitting one more micro-batch would
             break ``mem_cap`` the W parts (which free memory) go before P1/P2 work.
         reserve: see :meth:`allowed`.
+        split_mode: which P3 / P4 of a W-splitting skeleton run split (:meth:`split`):
+            "all"; "fits": those whose W queue fits under ``mem_cap`` when they start
+            (admissions book no queues then); "drain": those that fit and start after
+            the rank's last P1 (memory is freed there, and that is where the bubbles are).
     """
 
     def __init__(self, prog: Program, cap_a=None, cap_ap=None, mem_cap=None, mem_of=None,
-                 order: str = "depth", w_mode: str = "last", reserve: bool = True):
+                 order: str = "depth", w_mode: str = "last", reserve: bool = True,
+                 split_mode: str = "all"):
         if w_mode not in ("last", "pressure"):
             raise ValueError(f"w_mode must be 'last' or 'pressure', got {w_mode!r}")
+        if split_mode not in SPLIT_MODES:
+            raise ValueError(f"split_mode must be one of {SPLIT_MODES}, got {split_mode!r}")
         self.prog, self.cap_a, self.cap_ap = prog, cap_a, cap_ap
         self.mem_cap, self.mem_of = mem_cap, mem_of
         self.order, self.w_mode, self.reserve = order, w_mode, reserve
+        self.split_mode = split_mode
         self.dynamic = w_mode == "pressure" and mem_cap is not None
+        self._p1_left = [prog.num_microbatches * len(prog.stages_of(d))
+                         for d in range(prog.num_devices)]
         if mem_cap is not None:
-            # One micro-batch's sets on each rank (all the stages it hosts).
+            # One micro-batch's sets on each rank (all the stages it hosts); the W queues
+            # only where every split phase splits.
+            queues = split_mode == "all"
             self._mb_need = [sum(mem_of[n][s] for s in prog.stages_of(d)
-                                 for n in sets_created(prog, s))
+                                 for n in sets_created(prog, s, queues))
                              for d in range(prog.num_devices)]
             self._admitted: set[tuple[int, int]] = set()
 
@@ -146,6 +162,16 @@ class CappedDepthFirst(Policy):
                 return st.mem + self._ap_size(a.stage) <= limit
         return True
 
+    def split(self, a: Action, st: DeviceState) -> bool:
+        if self.split_mode == "all":
+            return True
+        if self.split_mode == "drain" and self._p1_left[st.device] > 0:
+            return False
+        if self.mem_cap is None:
+            return True
+        queue = self.mem_of[QUEUE_OF[a.kind]][a.stage]
+        return self._reserved(st) + queue <= self.mem_cap[st.device] + 1e-9
+
     def _ap_size(self, stage: int) -> float:
         return self.mem_of["A'"][stage] if self.prog.four_phase else 0.0
 
@@ -154,13 +180,15 @@ class CappedDepthFirst(Policy):
         return st.mem + st.extra.get("booked", 0.0)
 
     def on_start(self, a: Action, st: DeviceState) -> None:
+        if a.kind is Kind.P1:
+            self._p1_left[st.device] -= 1
         if self.mem_cap is None or not self.reserve:
             return
         if a.kind is Kind.P1 and (st.device, a.microbatch) not in self._admitted:
             self._admitted.add((st.device, a.microbatch))
             st.extra["booked"] = st.extra.get("booked", 0.0) + self._mb_need[st.device]
-        name = creates(self.prog, a)  # the engine has already added it to st.mem
-        if name is not None:
+        name = st.last_created  # the engine has already added it to st.mem
+        if name is not None and (self.split_mode == "all" or name not in _QUEUES):
             st.extra["booked"] -= self.mem_of[name][a.stage]
 
 

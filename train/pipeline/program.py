@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .actions import FOUR_PHASES, TWO_PHASES, Action, Kind, ScheduleError
+from .actions import FOUR_PHASES, SPLIT_W, TWO_PHASES, W_OF, Action, Kind, ScheduleError
 
 
 def linear_placement(num_devices: int) -> tuple[int, ...]:
@@ -51,6 +51,8 @@ class Program:
         phases: the sweeps of a micro-batch, ``FOUR_PHASES`` or ``TWO_PHASES`` (energy-only).
         lazy_p3: P3 computes only ā; its other terms run inside P4, so A' lives until P4.
         split_w: phases whose weight-gradient part is a separate W action (subset of P3, P4).
+        unsplit: P3 / P4 actions of a ``split_w`` kind that run whole all the same (no W
+            action, no W queue): a schedule may split only where memory allows.
         fused_turn: at the last stage, P3 and P4 of a micro-batch are one ``P34`` action.
         meta: generator options and notes (free-form, JSON-serialisable).
     """
@@ -63,6 +65,7 @@ class Program:
     phases: tuple[Kind, ...] = FOUR_PHASES
     lazy_p3: bool = False
     split_w: frozenset[Kind] = frozenset()
+    unsplit: frozenset[Action] = frozenset()
     fused_turn: bool = False
     meta: dict = field(default_factory=dict, compare=False)
 
@@ -79,6 +82,12 @@ class Program:
         if not self.four_phase and (self.lazy_p3 or self.fused_turn or
                                          Kind.P3 in self.split_w):
             raise ScheduleError("lazy_p3 / fused_turn / W3 need the four-phase chain")
+        for a in self.unsplit:
+            if not (a.kind in SPLIT_W and 0 <= a.stage < self.num_stages and
+                    0 <= a.microbatch < self.num_microbatches and
+                    SPLIT_W[a.kind] in self.w_kinds(a.stage)):
+                raise ScheduleError(f"unsplit names {a}, which is not a split P3/P4 of "
+                                    f"{self.describe()}")
 
     # ----------------------------------------------------------------- geometry
     @property
@@ -108,8 +117,9 @@ class Program:
     def is_fused(self, stage: int) -> bool:
         return self.fused_turn and stage == self.last_stage
 
-    def w_kinds(self, stage: int) -> tuple[Kind, ...]:
-        """Deferred weight-gradient kinds that exist for ``stage``."""
+    def w_kinds(self, stage: int, microbatch: int | None = None) -> tuple[Kind, ...]:
+        """Deferred weight-gradient kinds of ``stage``: for every micro-batch (``None``)
+        or for ``microbatch`` (without those of its :attr:`unsplit` phases)."""
         if self.is_fused(stage):
             return ()
         out = []
@@ -117,19 +127,23 @@ class Program:
             out.append(Kind.W3)
         if Kind.P4 in self.split_w:
             out.append(Kind.W4)
+        if microbatch is not None and self.unsplit:
+            out = [w for w in out
+                   if Action(W_OF[w], stage, microbatch) not in self.unsplit]
         return tuple(out)
 
-    def stage_kinds(self, stage: int) -> tuple[Kind, ...]:
-        """Compute kinds each micro-batch runs on ``stage``, in dependency order."""
+    def stage_kinds(self, stage: int, microbatch: int | None = None) -> tuple[Kind, ...]:
+        """Compute kinds a micro-batch runs on ``stage``, in dependency order (see
+        :meth:`w_kinds` for ``microbatch``)."""
         if self.is_fused(stage):
             return (Kind.P1, Kind.P2, Kind.P34)
-        return (*self.phases, *self.w_kinds(stage))
+        return (*self.phases, *self.w_kinds(stage, microbatch))
 
     def expected_actions(self) -> Iterator[Action]:
         """Every compute action the program must contain exactly once."""
         for s in range(self.num_stages):
             for m in range(self.num_microbatches):
-                for k in self.stage_kinds(s):
+                for k in self.stage_kinds(s, m):
                     yield Action(k, s, m)
 
     def resolve(self, kind: Kind, stage: int, microbatch: int) -> Action:
@@ -165,6 +179,8 @@ class Program:
             flags.append("lazy-P3")
         if self.split_w:
             flags.append("W-split " + "+".join(sorted(k.name for k in self.split_w)))
+        if self.unsplit:
+            flags.append(f"{len(self.unsplit)} phases unsplit")
         if self.fused_turn:
             flags.append("fused turn")
         return f"{self.name} ({', '.join(flags)})"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .actions import DIRECTION, Action, Kind, ScheduleError
+from .actions import DIRECTION, W_OF, Action, Kind, ScheduleError
 from .phases import FourPhase, Micro, Slot
 from .program import Program
 from .trace import TraceSlice
@@ -55,7 +55,8 @@ class StageEngine:
 
     def _slot(self, s: int, m: int) -> Slot:
         if (s, m) not in self.slots:
-            self.slots[(s, m)] = Slot(s, m, self.micro_of(m))
+            split = frozenset(W_OF[w] for w in self.prog.w_kinds(s, m))
+            self.slots[(s, m)] = Slot(s, m, self.micro_of(m), split=split)
         return self.slots[(s, m)]
 
     def run(self, a: Action, msg):
@@ -85,7 +86,7 @@ class StageEngine:
         else:
             raise ScheduleError(f"not a compute action: {a}")
         slot.done.add(k)
-        if slot.done >= set(self.prog.stage_kinds(s)):
+        if slot.done >= set(self.prog.stage_kinds(s, m)):
             del self.slots[(s, m)]  # frees A_s (and A'_s) of this micro-batch
         return out
 

@@ -185,13 +185,15 @@ def _variant(costs: CostModel | None, options: dict) -> dict:
 
 # --------------------------------------------------------------------------- hanayo4
 def hanayo4(P: int, M: int, costs: CostModel | None = None, *, waves: int = 1,
-            cost_aware="best", order: str = "depth", mem_cap=None, **options) -> Program:
+            cost_aware="best", order: str = "depth", mem_cap=None, split_mode: str = "all",
+            **options) -> Program:
     """Hanayo: wave placement (the model cut into 2·waves·P stages laid out in zigzags,
     each rank hosting 2·waves of them) with Hanayo's 1F1B-style order: depth-first (the
     action furthest along its micro-batch's path first) under the classic 1F1B caps of
     the virtual pipeline (:func:`~.policies.virtual_caps`). ``cost_aware`` as in 1f1b4.
     ``mem_cap`` (per-rank activation memory, cost-model units) additionally limits
-    admissions, for comparisons at equal memory.
+    admissions, for comparisons at equal memory; with a W split, ``split_mode="fits"``
+    splits only the P3 / P4 whose W queue fits under it (see ``CappedDepthFirst``).
     """
     skel = skeleton("hanayo4", P, M, waves=waves, **_variant(costs, options))
     cap_a, cap_ap = virtual_caps(skel)
@@ -199,7 +201,8 @@ def hanayo4(P: int, M: int, costs: CostModel | None = None, *, waves: int = 1,
         [mem_cap] * P if isinstance(mem_cap, (int, float)) else list(mem_cap))
     cm = (costs or _unit_costs(skel)).for_stages(skel.num_stages)
     return _best_of(skel, costs, cost_aware, lambda sk: CappedDepthFirst(
-        sk, cap_a, cap_ap, mem_cap=caps, mem_of=cm.set_sizes(), order=order))
+        sk, cap_a, cap_ap, mem_cap=caps, mem_of=cm.set_sizes(), order=order,
+        split_mode=split_mode))
 
 
 from .wavek import wavek  # noqa: E402  (wavek builds on the generators above)

@@ -77,10 +77,10 @@ def simulate(prog: Program, costs: CostModel) -> SimResult:
     ready_at = dict.fromkeys(node_dev, 0.0)
     times: dict[Action, tuple[float, float]] = {}
     queue = deque(a for a, n in indeg.items() if n == 0)
-    dur_cache: dict[tuple[Kind, int], float] = {}
+    dur_cache: dict[tuple[Kind, int, bool], float] = {}
     while queue:
         a = queue.popleft()
-        key = (a.kind, a.stage)
+        key = (a.kind, a.stage, a in prog.unsplit)
         if key not in dur_cache:
             dur_cache[key] = costs.duration(prog, a)
         start = ready_at[a]

@@ -24,7 +24,7 @@ import math
 from .actions import ScheduleError
 from .costs import CostModel, uniform
 from .listsched import list_schedule
-from .policies import CappedDepthFirst, virtual_caps
+from .policies import SPLIT_MODES, CappedDepthFirst, virtual_caps
 from .program import Program
 from .simulate import simulate
 from .validate import validate
@@ -50,7 +50,7 @@ SLACKS = (0, 2, None)
 
 
 def candidates(waves=(0, 1), split_w=None, orders=("depth", "mb"), slacks=SLACKS,
-               w_modes=("last", "pressure")):
+               w_modes=("last", "pressure"), split_modes=SPLIT_MODES):
     """The configurations wavek tries (W split off only with the plainest rule)."""
     out = []
     for w in waves:
@@ -58,9 +58,11 @@ def candidates(waves=(0, 1), split_w=None, orders=("depth", "mb"), slacks=SLACKS
             for order in orders:
                 for slack in slacks:
                     for w_mode in (w_modes if split else w_modes[:1]):
-                        if split or (order == orders[0] and slack == slacks[0]):
-                            out.append({"waves": w, "split_w": split, "order": order,
-                                        "slack": slack, "w_mode": w_mode})
+                        for mode in (split_modes if split else split_modes[:1]):
+                            if split or (order == orders[0] and slack == slacks[0]):
+                                out.append({"waves": w, "split_w": split, "order": order,
+                                            "slack": slack, "w_mode": w_mode,
+                                            "split_mode": mode})
     return out
 
 
@@ -145,11 +147,14 @@ def _seeds(P, M, costs, caps, waves, split_w, options):
                 yield ({"waves": 0, "split_w": split, "order": "symfold-cyclic"},
                        symfold(P, M, costs, split_w=split, **options))
                 continue
-            try:
-                prog = hanayo4(P, M, costs, waves=w, split_w=split, mem_cap=caps, **options)
-            except ScheduleError:
-                prog = None
-            yield ({"waves": w, "split_w": split, "order": "hanayo-rule"}, prog)
+            for mode in (("all", "fits") if split else ("all",)):
+                try:
+                    prog = hanayo4(P, M, costs, waves=w, split_w=split, mem_cap=caps,
+                                   split_mode=mode, **options)
+                except ScheduleError:
+                    prog = None
+                yield ({"waves": w, "split_w": split, "order": "hanayo-rule",
+                        "split_mode": mode}, prog)
 
 
 def _try(P, M, costs, cfg, K, caps, reserve, options) -> Program | None:
@@ -165,7 +170,8 @@ def _try(P, M, costs, cfg, K, caps, reserve, options) -> Program | None:
     limited = not all(math.isinf(c) for c in caps)
     policy = CappedDepthFirst(skel, cap_a, cap_ap, mem_cap=caps if limited else None,
                               mem_of=cm.set_sizes(), order=cfg["order"],
-                              w_mode=cfg["w_mode"], reserve=reserve)
+                              w_mode=cfg["w_mode"], reserve=reserve,
+                              split_mode=cfg.get("split_mode", "all"))
     try:
         return list_schedule(skel, costs, policy)
     except ScheduleError:
