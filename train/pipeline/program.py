@@ -165,6 +165,15 @@ class Program:
         fields["meta"] = dict(fields["meta"])
         return Program(**fields)
 
+    def run_whole(self, phases: Iterable[Action]) -> Program:
+        """A copy in which the split P3 / P4 actions ``phases`` run whole: their W actions
+        leave the orders and they join :attr:`unsplit` (the order is kept otherwise)."""
+        phases = frozenset(phases)
+        gone = {Action(SPLIT_W[a.kind], a.stage, a.microbatch) for a in phases
+                if a.kind in SPLIT_W}
+        orders = [[a for a in order if a not in gone] for order in self.orders]
+        return self.with_orders(orders, unsplit=self.unsplit | phases)
+
     # ----------------------------------------------------------------- text
     def to_text(self) -> str:
         """One line per rank: ``rank: a a a ...`` (round-trips through :func:`from_text`)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .actions import FOUR_PHASES, TWO_PHASES, W_OF, Action, Kind
+from .actions import FOUR_PHASES, SPLIT_W, TWO_PHASES, W_OF, Action, Kind
 from .costs import CostModel, uniform
 from .listsched import list_schedule
 from .policies import CappedDepthFirst, UnitOneFOneB, chain_position, virtual_caps
@@ -224,9 +224,21 @@ def make_schedule(name: str, P: int, M: int, costs: CostModel | None = None, *,
     Maps the trainer config directly: ``parallel.schedule`` → name,
     ``parallel.microbatches`` → M, ``parallel.lazy_p3`` → ``lazy_p3=``,
     ``parallel.wavek_k`` → ``wavek_k=`` (used by wavek only, ignored by the others).
+    ``whole_microbatches`` (with ``split_w``): those micro-batches run their P3 / P4
+    whole (``Program.run_whole``; the order is the generator's).
     """
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
     if name == "wavek" and wavek_k is not None:
         options["K"] = wavek_k
-    return SCHEDULES[name](P, M, costs, **options)
+    whole = options.pop("whole_microbatches", None)
+    prog = SCHEDULES[name](P, M, costs, **options)
+    if whole:
+        if not prog.split_w or not set(whole) <= set(range(M)):
+            raise ValueError(f"whole_microbatches={whole} needs split_w and micro-batch "
+                             f"indices in 0..{M - 1}")
+        mbs = set(whole)
+        prog = validate(prog.run_whole(
+            a for a in prog.expected_actions() if a.kind in W_OF.values()
+            and a.microbatch in mbs and SPLIT_W[a.kind] in prog.w_kinds(a.stage)))
+    return prog

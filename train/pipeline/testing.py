@@ -117,7 +117,9 @@ def variants(name: str):
     base = [("eager", {}), ("lazy", {"lazy_p3": True})]
     if name == "symfold":
         base += [("eager+W+fused", {"split_w": True, "fused_turn": True}),
-                 ("lazy+W4", {"lazy_p3": True, "split_w": ["P4"]})]
+                 ("lazy+W4", {"lazy_p3": True, "split_w": ["P4"]}),
+                 # W split for some micro-batches only (Program.unsplit)
+                 ("eager+W-part", {"split_w": True, "whole_microbatches": [1]})]
     if name == "gpipe4":
         base += [("eager+W", {"split_w": True})]
     if name == "1f1b4":

@@ -54,6 +54,8 @@ def _variants_ran(report: dict) -> None:
             assert {"W3", "W4"} & set(r["kinds"]), key
         if "lazy" in key:
             assert "W3" not in r["kinds"], key
+        if "W-part" in key:
+            assert "unsplit" in r["program"], key
 
 
 @pytest.mark.slow
@@ -68,7 +70,7 @@ def test_p1_every_schedule(mpirun, tmp_path):
 def test_p2_every_schedule(mpirun, tmp_path):
     report = _run(mpirun, tmp_path, 2, 1, 1, 2, 3, ALL)
     _variants_ran(report)
-    assert len(report["runs"]) == 15
+    assert len(report["runs"]) == 16
     assert report["trace"]["makespan"] > 0 and (tmp_path / "trace_gpipe4.png").is_file()
 
 
@@ -85,14 +87,14 @@ def test_pp2_dp2(mpirun, tmp_path):
     """Each DP replica has its own micro-batches; counts are global; gradients are
     all-reduced over the stage group as in the trainer."""
     report = _run(mpirun, tmp_path, 2, 2, 1, 2, 2, ALL)
-    assert len(report["runs"]) == 15
+    assert len(report["runs"]) == 16
 
 
 @pytest.mark.slow
 def test_pp2_gp2(mpirun, tmp_path):
     """Each rank holds a graph part of every micro-batch (cut bonds, halos)."""
     report = _run(mpirun, tmp_path, 2, 1, 2, 2, 3, ALL)
-    assert len(report["runs"]) == 15
+    assert len(report["runs"]) == 16
     assert report["gp_cut_bonds"] > 0, "the partition cut no bond: GP not exercised"
 
 
