@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .actions import FOUR_PHASES, SPLIT_W, TWO_PHASES, W_OF, Action, Kind
+from .actions import FOUR_PHASES, SPLIT_W, TWO_PHASES, W_OF, Action, Kind, ScheduleError
 from .costs import CostModel, uniform
 from .listsched import list_schedule
 from .policies import CappedDepthFirst, UnitOneFOneB, chain_position, virtual_caps
@@ -193,16 +193,27 @@ def hanayo4(P: int, M: int, costs: CostModel | None = None, *, waves: int = 1,
     the virtual pipeline (:func:`~.policies.virtual_caps`). ``cost_aware`` as in 1f1b4.
     ``mem_cap`` (per-rank activation memory, cost-model units) additionally limits
     admissions, for comparisons at equal memory; with a W split, ``split_mode="fits"``
-    splits only the P3 / P4 whose W queue fits under it (see ``CappedDepthFirst``).
+    splits only the P3 / P4 whose W queue fits under it (see ``CappedDepthFirst``), and
+    ``"fitted"`` keeps the order of the full split and runs whole the phases whose
+    queues overflow the cap (:func:`~.fitsplit.fit_splits`).
     """
+    from .fitsplit import fit_splits
+
     skel = skeleton("hanayo4", P, M, waves=waves, **_variant(costs, options))
     cap_a, cap_ap = virtual_caps(skel)
     caps = None if mem_cap is None else (
         [mem_cap] * P if isinstance(mem_cap, (int, float)) else list(mem_cap))
     cm = (costs or _unit_costs(skel)).for_stages(skel.num_stages)
-    return _best_of(skel, costs, cost_aware, lambda sk: CappedDepthFirst(
+    fitted = split_mode == "fitted"
+    prog = _best_of(skel, costs, cost_aware, lambda sk: CappedDepthFirst(
         sk, cap_a, cap_ap, mem_cap=caps, mem_of=cm.set_sizes(), order=order,
-        split_mode=split_mode))
+        split_mode="all" if fitted else split_mode))
+    if fitted and caps is not None and skel.split_w:
+        prog = fit_splits(prog, costs or _unit_costs(skel), caps)
+        if prog is None:
+            raise ScheduleError(f"hanayo4: no split choice fits mem_cap at P={P}, M={M}")
+        prog = validate(prog)
+    return prog
 
 
 from .wavek import wavek  # noqa: E402  (wavek builds on the generators above)

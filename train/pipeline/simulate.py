@@ -162,13 +162,14 @@ def _deadlock_grid(prog: Program, times: dict) -> str:
     return format_grid(prog, mark, max_steps=max(i for _, i in mark) + 2)
 
 
-def _memory(res: SimResult) -> None:
-    """Peak live activation sets per device (alloc at creator start, free at the end of
-    the last freeing action; a free at time t happens before an alloc at t)."""
+def memory_events(res: SimResult) -> list[list[tuple]]:
+    """Per device, the allocations and frees of activation sets in time order:
+    ``(time, +1 | -1, set name, size, (stage, microbatch))`` (allocated at the creator's
+    start, freed at the end of the last freeing action; a free at time t comes before an
+    allocation at t)."""
     prog, costs = res.program, res.costs
-    P = prog.num_devices
     sizes = costs.set_sizes()
-    events: list[list[tuple[float, int, str, float]]] = [[] for _ in range(P)]
+    events: list[list[tuple]] = [[] for _ in range(prog.num_devices)]
     for a, (start, _) in res.times.items():
         name = creates(prog, a)
         if name is None:
@@ -177,15 +178,23 @@ def _memory(res: SimResult) -> None:
         free_t = max(res.times[f][1] for f in frees if f in res.times)
         size = sizes[name][a.stage]
         d = res.device[a]
-        events[d].append((start, 1, name, size))
-        events[d].append((free_t, 0, name, -size))
+        events[d].append((start, 1, name, size, (a.stage, a.microbatch)))
+        events[d].append((free_t, -1, name, -size, (a.stage, a.microbatch)))
+    for ev in events:
+        ev.sort(key=lambda e: (e[0], e[1]))
+    return events
+
+
+def _memory(res: SimResult) -> None:
+    """Peak live activation sets and bytes per device (see :func:`memory_events`)."""
+    names = res.costs.set_sizes()
     res.peak_a, res.peak_ap, res.peak_mem = [], [], []
-    for d in range(P):
-        live = dict.fromkeys(sizes, 0)
-        peak = dict.fromkeys(sizes, 0)
+    for ev in memory_events(res):
+        live = dict.fromkeys(names, 0)
+        peak = dict.fromkeys(names, 0)
         mem = peak_mem = 0.0
-        for _, is_alloc, name, size in sorted(events[d], key=lambda e: (e[0], e[1])):
-            live[name] += 1 if is_alloc else -1
+        for _, sign, name, size, _ in ev:
+            live[name] += sign
             peak[name] = max(peak[name], live[name])
             mem += size
             peak_mem = max(peak_mem, mem)

@@ -23,6 +23,7 @@ import math
 
 from .actions import ScheduleError
 from .costs import CostModel, uniform
+from .fitsplit import fit_splits
 from .listsched import list_schedule
 from .policies import SPLIT_MODES, CappedDepthFirst, virtual_caps
 from .program import Program
@@ -144,10 +145,13 @@ def _seeds(P, M, costs, caps, waves, split_w, options):
     for split in ([False, True] if split_w is None else [split_w]):
         for w in waves:
             if w == 0:
-                yield ({"waves": 0, "split_w": split, "order": "symfold-cyclic"},
-                       symfold(P, M, costs, split_w=split, **options))
+                prog = symfold(P, M, costs, split_w=split, **options)
+                yield ({"waves": 0, "split_w": split, "order": "symfold-cyclic"}, prog)
+                if split:  # ZBV-4's order, phases run whole where the queues overflow
+                    yield ({"waves": 0, "split_w": split, "order": "symfold-cyclic",
+                            "split_mode": "fitted"}, fit_splits(prog, costs, caps))
                 continue
-            for mode in (("all", "fits") if split else ("all",)):
+            for mode in (("all", "fits", "fitted") if split else ("all",)):
                 try:
                     prog = hanayo4(P, M, costs, waves=w, split_w=split, mem_cap=caps,
                                    split_mode=mode, **options)

@@ -18,6 +18,7 @@ from matris.train.graph_parallel.testing import loss_config, relative_error
 from matris.train.pipeline.actions import Action, Kind, ScheduleError, parse_actions
 from matris.train.pipeline.bounds import lower_bound
 from matris.train.pipeline.costs import CostModel, measured_profile, uniform
+from matris.train.pipeline.fitsplit import fit_splits, split_phases
 from matris.train.pipeline.listsched import list_schedule
 from matris.train.pipeline.policies import CappedDepthFirst, virtual_caps
 from matris.train.pipeline.program import Program
@@ -197,3 +198,25 @@ def test_the_uniform_split_bound_would_be_wrong_for_mixed_programs():
     span = simulate(prog, cm).makespan
     assert lower_bound(full, cm) > span
     assert lower_bound(prog, cm) <= span + 1e-9
+
+
+def test_fit_splits_keeps_the_order_and_meets_the_cap():
+    """ZBV-4's order at symfold's memory (10M CPU profile, P = 8, M = 16): run whole
+    where the queues overflow; faster than symfold without W, within the same memory."""
+    P, M = 8, 16
+    cm = measured_profile("eager", P)
+    cap = default_mem_cap(P, M, cm, 0)
+    full = make_schedule("symfold", P, M, cm, split_w=True)
+    assert max(simulate(full, cm).peak_mem) > cap
+    fitted = validate(fit_splits(full, cm, cap))
+    r = simulate(fitted, cm)
+    assert max(r.peak_mem) <= cap + 1e-9
+    assert fitted.unsplit and split_phases(fitted), "some phases keep their W part"
+    for d, order in enumerate(fitted.orders):  # the order is ZBV-4's, minus W parts
+        assert list(order) == [a for a in full.orders[d] if a in set(order)]
+    plain = simulate(make_schedule("symfold", P, M, cm), cm).makespan
+    assert r.makespan < 0.98 * plain
+    chosen = wavek(P, M, cm).meta["chosen"]
+    assert chosen["split_mode"] == "fitted"
+    # Below the peak of the sets that are not queues nothing can help.
+    assert fit_splits(full, cm, 0.5 * cap) is None
