@@ -100,9 +100,11 @@ def test_pp2_gp2(mpirun, tmp_path):
 
 @pytest.mark.slow
 def test_emulated_p4_makespan_matches_simulator(mpirun, tmp_path):
+    """symfold, 1f1b4 lazy, and wavek, which splits W for some phases only here."""
     mpirun(4, [str(SCRIPTS / "pp_emulate.py"), str(tmp_path), "4", "25", "1", "-",
-               "symfold", "1f1b4:lazy"], timeout=300)
+               "symfold", "1f1b4:lazy", "wavek"], timeout=300)
     report = json.loads((tmp_path / "emulated.json").read_text())
+    assert "unsplit" in report["runs"]["wavek"]["program"]
     for key, r in report["runs"].items():
         assert 0.9 < r["ratio"] < 1.1, f"{key}: measured {r['measured_s']:.3f} s vs " \
                                        f"simulated {r['simulated_s']:.3f} s"
