@@ -90,11 +90,14 @@ class CappedDepthFirst(Policy):
             "all"; "fits": those whose W queue fits under ``mem_cap`` when they start
             (admissions book no queues then); "drain": those that fit and start after
             the rank's last P1 (memory is freed there, and that is where the bubbles are).
+        book_queues: whether an admission books the W queues too (default: with
+            ``split_mode="all"``); False with "all" admits as if the queues were free
+            (for :func:`~.fitsplit.fit_splits` to run the overflowing phases whole).
     """
 
     def __init__(self, prog: Program, cap_a=None, cap_ap=None, mem_cap=None, mem_of=None,
                  order: str = "depth", w_mode: str = "last", reserve: bool = True,
-                 split_mode: str = "all"):
+                 split_mode: str = "all", book_queues: bool | None = None):
         if w_mode not in ("last", "pressure"):
             raise ValueError(f"w_mode must be 'last' or 'pressure', got {w_mode!r}")
         if split_mode not in SPLIT_MODES:
@@ -103,15 +106,15 @@ class CappedDepthFirst(Policy):
         self.mem_cap, self.mem_of = mem_cap, mem_of
         self.order, self.w_mode, self.reserve = order, w_mode, reserve
         self.split_mode = split_mode
+        self.book_queues = split_mode == "all" if book_queues is None else book_queues
         self.dynamic = w_mode == "pressure" and mem_cap is not None
         self._p1_left = [prog.num_microbatches * len(prog.stages_of(d))
                          for d in range(prog.num_devices)]
         if mem_cap is not None:
             # One micro-batch's sets on each rank (all the stages it hosts); the W queues
             # only where every split phase splits.
-            queues = split_mode == "all"
             self._mb_need = [sum(mem_of[n][s] for s in prog.stages_of(d)
-                                 for n in sets_created(prog, s, queues))
+                                 for n in sets_created(prog, s, self.book_queues))
                              for d in range(prog.num_devices)]
             self._admitted: set[tuple[int, int]] = set()
 
@@ -188,7 +191,7 @@ class CappedDepthFirst(Policy):
             self._admitted.add((st.device, a.microbatch))
             st.extra["booked"] = st.extra.get("booked", 0.0) + self._mb_need[st.device]
         name = st.last_created  # the engine has already added it to st.mem
-        if name is not None and (self.split_mode == "all" or name not in _QUEUES):
+        if name is not None and (self.book_queues or name not in _QUEUES):
             st.extra["booked"] -= self.mem_of[name][a.stage]
 
 

@@ -194,8 +194,8 @@ def hanayo4(P: int, M: int, costs: CostModel | None = None, *, waves: int = 1,
     ``mem_cap`` (per-rank activation memory, cost-model units) additionally limits
     admissions, for comparisons at equal memory; with a W split, ``split_mode="fits"``
     splits only the P3 / P4 whose W queue fits under it (see ``CappedDepthFirst``), and
-    ``"fitted"`` keeps the order of the full split and runs whole the phases whose
-    queues overflow the cap (:func:`~.fitsplit.fit_splits`).
+    ``"fitted"`` admits as if the W queues were free, splits every phase, and then runs
+    whole the phases whose queues overflow the cap (:func:`~.fitsplit.fit_splits`).
     """
     from .fitsplit import fit_splits
 
@@ -207,7 +207,7 @@ def hanayo4(P: int, M: int, costs: CostModel | None = None, *, waves: int = 1,
     fitted = split_mode == "fitted"
     prog = _best_of(skel, costs, cost_aware, lambda sk: CappedDepthFirst(
         sk, cap_a, cap_ap, mem_cap=caps, mem_of=cm.set_sizes(), order=order,
-        split_mode="all" if fitted else split_mode))
+        split_mode="all" if fitted else split_mode, book_queues=False if fitted else None))
     if fitted and caps is not None and skel.split_w:
         prog = fit_splits(prog, costs or _unit_costs(skel), caps)
         if prog is None:

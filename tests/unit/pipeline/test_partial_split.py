@@ -125,15 +125,19 @@ def test_drain_splits_only_after_the_last_p1():
 def test_wavek_gains_from_splitting_where_memory_allows():
     """The 10M CPU profile (W queues 1.06–1.48 |A|): at symfold's memory no uniformly
     split schedule fits at (8, 8), but splitting where the queue fits beats every
-    all-or-nothing candidate."""
+    all-or-nothing candidate, and so does the list schedule that decides it as it goes
+    (the "fits" candidates)."""
     P = M = 8
     cm = measured_profile("eager", P)
     prog = wavek(P, M, cm)
-    assert prog.meta["chosen"]["split_mode"] == "fits" and prog.unsplit
+    assert prog.meta["chosen"]["split_mode"] in ("fits", "fitted") and prog.unsplit
     uniform_best = min(c["makespan"] for c in prog.meta["candidates"]
                        if c.get("fits") and c.get("split_mode", "all") == "all")
     span = simulate(prog, cm).makespan
     assert span < 0.97 * uniform_best
+    fits_best = min(c["makespan"] for c in prog.meta["candidates"]
+                    if c.get("fits") and c.get("split_mode") == "fits")
+    assert fits_best < 0.97 * uniform_best
     assert max(simulate(prog, cm).peak_mem) <= prog.meta["mem_cap"][0] + 1e-9
 
 
@@ -220,3 +224,16 @@ def test_fit_splits_keeps_the_order_and_meets_the_cap():
     assert chosen["split_mode"] == "fitted"
     # Below the peak of the sets that are not queues nothing can help.
     assert fit_splits(full, cm, 0.5 * cap) is None
+
+
+def test_hanayo4_fitted_under_a_cap():
+    P, M = 4, 8
+    cm = measured_profile("eager", P)
+    cap = default_mem_cap(P, M, cm, 0)
+    prog = make_schedule("hanayo4", P, M, cm, split_w=True, mem_cap=cap, split_mode="fitted")
+    assert max(simulate(prog, cm).peak_mem) <= cap + 1e-9
+    assert prog.unsplit and split_phases(prog)
+    tight = make_schedule("hanayo4", P, M, cm, split_w=True, mem_cap=0.3 * cap,
+                          split_mode="fitted")
+    assert max(simulate(tight, cm).peak_mem) <= 0.3 * cap + 1e-9
+    assert len(tight.unsplit) > len(prog.unsplit)
