@@ -152,9 +152,10 @@ def list_schedule(skel: Program, costs: CostModel, policy: Policy) -> Program:
             end = t + dur[best]
         free_at[d] = end
         done += len(finished)
-        st.last_created = None if len(finished) > 1 else (alloc[best] or (None,))[0]
-        if st.last_created is not None:
-            name, stage = alloc[best]
+        created = alloc[best] if len(finished) == 1 else None  # a whole phase queues nothing
+        st.last_created = created[0] if created else None
+        if created:
+            name, stage = created
             st.live[name] += 1
             st.live_stage[(name, stage)] = st.live_stage.get((name, stage), 0) + 1
             st.mem += mem_of[name][stage]
