@@ -132,6 +132,11 @@ def study_point(P: int, M: int, cm: CostModel, Ks) -> dict:
                                                          "split_w": sw, "split_mode": mode})[0])
                 except ScheduleError:  # nothing of this kind fits the cap
                     rows.append({"makespan": math.inf})
+            unit = mem_unit(cm, P)
+            over = [r for r in rows if r["makespan"] < math.inf and
+                    r["peak_mem"] * unit > max(cap0) * (1 + 1e-9)]
+            if over:
+                raise AssertionError(f"{label} broke wavek's cap at P={P}, M={M}")
             out[label] = min(rows, key=lambda r: r["makespan"])
             out[label]["split_w"], out[label]["split_mode"] = tries[rows.index(out[label])]
             continue

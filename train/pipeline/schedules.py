@@ -16,6 +16,7 @@ Definitions, grids and fairness notes: docs/schedules.md.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from .actions import FOUR_PHASES, SPLIT_W, TWO_PHASES, W_OF, Action, Kind, ScheduleError
 from .costs import CostModel, uniform
@@ -53,8 +54,14 @@ def skeleton(name: str, P: int, M: int, *, waves: int = 0, phases: int = 4,
                    lazy_p3=lazy_p3, split_w=split, fused_turn=fused_turn, meta=meta)
 
 
-def _unit_costs(skel: Program) -> CostModel:
-    return uniform(skel.num_stages)
+def _unit_costs(skel: Program, costs: CostModel | None = None) -> CostModel:
+    """Unit phase times (a cost-oblivious replay); the memory sizes of ``costs`` if given,
+    so that a memory cap in its units means the same in the replay."""
+    unit = uniform(skel.num_stages)
+    if costs is None:
+        return unit
+    cm = costs.for_stages(skel.num_stages)
+    return replace(unit, **{f: getattr(cm, f) for f in ("mem_a", "mem_ap", "mem_q3", "mem_q4")})
 
 
 # --------------------------------------------------------------------------- gpipe4
@@ -122,7 +129,8 @@ def _best_of(skel: Program, costs: CostModel | None, cost_aware, make_policy) ->
         modes = [False]
     best = None
     for aware in modes:
-        prog = list_schedule(skel, costs if aware else _unit_costs(skel), make_policy(skel))
+        prog = list_schedule(skel, costs if aware else _unit_costs(skel, costs),
+                             make_policy(skel))
         prog.meta["cost_aware"] = aware
         span = simulate(prog, costs).makespan if costs is not None else 0.0
         if best is None or span < best[0] - 1e-9:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -237,3 +238,19 @@ def test_hanayo4_fitted_under_a_cap():
                           split_mode="fitted")
     assert max(simulate(tight, cm).peak_mem) <= 0.3 * cap + 1e-9
     assert len(tight.unsplit) > len(prog.unsplit)
+
+
+@pytest.mark.parametrize("split_w, mode", [(False, "all"), (True, "all"), (True, "fits"),
+                                           (True, "fitted")])
+def test_hanayo4_under_a_cap_fits_it_in_the_cost_models_units(split_w, mode):
+    """The cost-oblivious replay (unit times) must count memory in the cost model's
+    sizes, or a cap in those units means something else there."""
+    P, M = 8, 8
+    cm = measured_profile("eager", P)
+    cm = replace(cm, mem_a=tuple(3e8 for _ in cm.mem_a),
+                 **{f: tuple(3e8 * x for x in getattr(cm, f))
+                    for f in ("mem_ap", "mem_q3", "mem_q4")})  # bytes, not |A| units
+    cap = default_mem_cap(P, M, cm, 0)
+    prog = make_schedule("hanayo4", P, M, cm, split_w=split_w, mem_cap=cap,
+                         split_mode=mode, cost_aware=False)
+    assert max(simulate(prog, cm).peak_mem) <= cap * (1 + 1e-9)
