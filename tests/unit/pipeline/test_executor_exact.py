@@ -38,7 +38,10 @@ def setup():
     ("gpipe4", {}), ("1f1b4", {"lazy_p3": True}), ("symfold", {"split_w": True}),
     ("symfold", {"fused_turn": True, "lazy_p3": True}), ("hanayo4", {}),
     ("wavek", {"lazy_p3": True}), ("1f1b4", {"split_w": True}),
-    ("hanayo4", {"split_w": True, "lazy_p3": True}), ("symfold", {"split_w": {"P4"}})])
+    ("hanayo4", {"split_w": True, "lazy_p3": True}), ("symfold", {"split_w": {"P4"}}),
+    # W split for some micro-batches only (Program.unsplit)
+    ("symfold", {"split_w": True, "whole_microbatches": [1]}),
+    ("hanayo4", {"split_w": True, "lazy_p3": True, "whole_microbatches": [0, 2]})])
 def test_in_process_equals_serial(setup, name, options):
     model, loss, batches, ref, ref_sums = setup
     prog = make_program(name, 2, len(batches), model.num_blocks, options)
@@ -48,6 +51,8 @@ def test_in_process_equals_serial(setup, name, options):
                           {k: torch.tensor(v) for k, v in ref_sums.items()}) < TOL
     ran = {s.action for w in walkers for s in w.slices if s.action.kind.is_compute}
     assert ran == set(prog.expected_actions()), "every compute action ran exactly once"
+    if "whole_microbatches" in options:
+        assert prog.unsplit and any(a.kind.name in ("W3", "W4") for a in ran)
 
 
 class NoSecondOrderParams(FourPhase):

@@ -2,7 +2,7 @@
 P3 / P4 and run the others whole, so the W queues are held only where memory allows.
 The IR, the simulator's durations and memory, the list scheduler's split-or-whole
 choice, wavek's use of it, the relaxed lower bound, and the executor (in process,
-float64 against the serial double backward)."""
+float64 against the serial double backward: test_executor_exact.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,7 @@ import random
 from dataclasses import replace
 
 import pytest
-import torch
 
-from matris.config import preset
-from matris.testing import random_model
-from matris.train.graph_parallel.testing import loss_config, relative_error
 from matris.train.pipeline.actions import Action, Kind, ScheduleError, parse_actions
 from matris.train.pipeline.bounds import lower_bound
 from matris.train.pipeline.costs import CostModel, measured_profile, uniform
@@ -25,12 +21,6 @@ from matris.train.pipeline.policies import CappedDepthFirst, virtual_caps
 from matris.train.pipeline.program import Program
 from matris.train.pipeline.schedules import make_schedule, skeleton
 from matris.train.pipeline.simulate import simulate
-from matris.train.pipeline.testing import (
-    in_process_step,
-    make_program,
-    microbatches,
-    serial_gradients,
-)
 from matris.train.pipeline.validate import validate
 from matris.train.pipeline.wavek import default_mem_cap, wavek
 
@@ -169,26 +159,6 @@ def test_relaxed_bound_holds_for_every_split_choice(seed):
     prog = wavek(P, M, cm, split_w=True, mem_cap=default_mem_cap(P, M, cm, 0))
     r = simulate(prog, cm)
     assert r.makespan >= lower_bound(prog, cm, mem_cap=r.peak_mem) - 1e-9
-
-
-def test_in_process_equals_serial_with_some_phases_whole():
-    torch.set_num_threads(1)
-    model = random_model(preset("tiny", num_blocks=2), seed=3)
-    loss = loss_config()
-    batches = microbatches(3)
-    ref, ref_sums = serial_gradients(model, batches, loss)
-    for name, opts in (("symfold", {"split_w": True, "whole_microbatches": [1]}),
-                       ("hanayo4", {"split_w": True, "lazy_p3": True,
-                                    "whole_microbatches": [0, 2]})):
-        prog = make_program(name, 2, len(batches), model.num_blocks, opts)
-        assert prog.unsplit
-        g, sums, walkers = in_process_step(model, prog, batches, loss)
-        assert relative_error(g, ref) < 1e-10, name
-        assert relative_error({k: torch.tensor(v) for k, v in sums.items()},
-                              {k: torch.tensor(v) for k, v in ref_sums.items()}) < 1e-10
-        ran = {s.action for w in walkers for s in w.slices if s.action.kind.is_compute}
-        assert ran == set(prog.expected_actions())
-        assert any(a.kind in (Kind.W3, Kind.W4) for a in ran)
 
 
 def test_the_uniform_split_bound_would_be_wrong_for_mixed_programs():
