@@ -62,7 +62,7 @@ def parse_label(label: str) -> tuple[str, bool, dict]:
 
 
 def worker_real(out: str, M: int, blocks: int, width: int, atoms: int, repeats: int,
-                labels: list[str]) -> None:
+                labels: list[str], cost_file: str = "") -> None:
     import torch
 
     from matris.config import preset
@@ -86,7 +86,8 @@ def worker_real(out: str, M: int, blocks: int, width: int, atoms: int, repeats: 
         cfg = load_config(None, ["train.dtype=float32", "train.device=cpu", f"parallel.pp={P}",
                                  f"parallel.microbatches={M}", f"parallel.schedule={name}",
                                  f"parallel.lazy_p3={lazy}",
-                                 f"parallel.schedule_options={json.dumps(options)}"])
+                                 f"parallel.schedule_options={json.dumps(options)}",
+                                 *([f"parallel.costs={cost_file}"] if cost_file else [])])
         runners[label] = PipelineRunner(cfg, model, groups, torch.device("cpu"))
     params = list(model.parameters())
     raw = {label: [] for label in labels}
@@ -110,7 +111,8 @@ def worker_real(out: str, M: int, blocks: int, width: int, atoms: int, repeats: 
         info = {"P": P, "M": M, "blocks": blocks, "width": width, "atoms_per_mb":
                 2 * atoms, "repeats": repeats, "loadavg": load, "programs": programs,
                 "atoms": sum(b.n_atoms for b in batches), "threads": torch.get_num_threads(),
-                "cuts": {label: r.cuts for label, r in runners.items()}}
+                "cuts": {label: r.cuts for label, r in runners.items()},
+                "costs": cost_file}
         Path(out).write_text(json.dumps({"info": info, "raw": raw}))
     mdist.barrier()
     mdist.shutdown()
@@ -145,6 +147,7 @@ def replay(program, slices) -> dict:
 def summarize_real(path: str) -> dict:
     """Medians and replays from a worker's raw JSON."""
     from matris.train.pipeline.actions import parse_action
+    from matris.train.pipeline.costs import load_costs
     from matris.train.pipeline.executor import build_program
     from matris.train.pipeline.trace import TraceSlice, trace_stats
 
@@ -156,8 +159,10 @@ def summarize_real(path: str) -> dict:
         slices = [TraceSlice(d, parse_action(a), s, e) for a, d, s, e in med["slices"]]
         stats = trace_stats(slices, info["P"])
         name, lazy, options = parse_label(label)
+        cf = info.get("costs")
+        costs = load_costs(cf)["lazy" if lazy else "eager"] if cf else None
         prog = build_program(name, info["P"], info["M"], info["blocks"], lazy_p3=lazy,
-                             options=options)
+                             costs=costs, options=options)
         sim = replay(prog, slices)
         out[label] = {"program": info["programs"][label], "wall_s": statistics.median(walls),
                       "walls": walls, "mb_per_s": info["M"] / statistics.median(walls),
@@ -221,14 +226,15 @@ def cmd_real(args) -> int:
 
     stem = RESULTS / f"pipeline_real_{args.date}"
     raw = f"{stem}.raw.json"
+    costs = args.costs or "-"
     launch(args.P, ["worker-real", raw, str(args.M), str(args.blocks), str(args.width),
-                         str(args.atoms), str(args.repeats), *args.schedules])
+                    str(args.atoms), str(args.repeats), costs, *args.schedules])
     res = summarize_real(raw)
     mem = None
     if args.mem_P:
         raw_mem = f"{stem}.mem.raw.json"
         launch(args.mem_P, ["worker-real", raw_mem, str(args.mem_M), str(args.mem_blocks),
-                                 str(args.width), str(args.atoms), "1", *args.mem_schedules])
+                            str(args.width), str(args.atoms), "1", costs, *args.mem_schedules])
         mem = summarize_real(raw_mem)
     for label, r in res["schedules"].items():
         slices = [TraceSlice(d, parse_action(a), s, e) for a, d, s, e in r.pop("slices")]
@@ -295,6 +301,8 @@ def add_parsers(sub) -> None:
     real.add_argument("--mem-blocks", type=int, default=6)
     real.add_argument("--mem-schedules", nargs="+", default=[
         "gpipe4", "1f1b4", "1f1b4:W", "symfold", "symfold:W", "wavek"])
+    real.add_argument("--costs", help="parallel.costs for every run (a `matris-train costs` "
+                      "bundle of the model run here; default: the built-in profile)")
     real.add_argument("--date", default=time.strftime("%Y-%m-%d"))
     real.set_defaults(func=cmd_real)
     emu = sub.add_parser("emulated", help="sleeping compute, real messages (mpirun)")
@@ -313,8 +321,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     kind, rest = argv[0], argv[1:]
     if kind == "worker-real":
-        out, M, blocks, width, atoms, repeats, *labels = rest
-        worker_real(out, int(M), int(blocks), int(width), int(atoms), int(repeats), labels)
+        out, M, blocks, width, atoms, repeats, cost_file, *labels = rest
+        worker_real(out, int(M), int(blocks), int(width), int(atoms), int(repeats), labels,
+                    "" if cost_file == "-" else cost_file)
     elif kind == "worker-emulated":
         out, M, ms, repeats, cost_file, *labels = rest
         worker_emulated(out, int(M), float(ms), int(repeats),

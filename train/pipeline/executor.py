@@ -61,8 +61,8 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
 
     ``options`` go to the generator (``parallel.schedule_options``: ``fused_turn``,
     ``split_w``, ``warmup``, ...). The chunk budget: a wave placement needs 2P stages, i.e.
-    2P ≤ L + 2 units (embedding, L blocks, readout); wavek only considers it when the
-    model has them and ``costs`` were given (measured for this model).
+    2P ≤ L + 2 units (embedding, L blocks, readout); wavek only considers it, and the W
+    split, when the model has them and ``costs`` were given (measured for this model).
     """
     units = num_blocks + 2
     if units < P:
@@ -81,6 +81,12 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
         # 11-2*.md). Only a cost file measured for this model (``stage_overhead``) can
         # weigh that; the built-in 10M profile cannot, so without one wavek keeps the V.
         options.setdefault("max_waves", 1 if measured and units >= 2 * P else 0)
+        # The W split's memory (its queues: 1.1-1.6 |A| per stage on the 10M preset, more
+        # on small widths) is only known from a cost file measured for this model; with
+        # the built-in profile a partial split held 1.41x symfold's live bytes on the tiny
+        # model at P = 4 (results/pipeline_real_2026-11-22c.md), so none is made.
+        if not measured:
+            options.setdefault("split_w", False)
     prog = make_schedule(name, P, M, costs, wavek_k=wavek_k, **options)
     return lower(prog) if P > 1 else prog
 
