@@ -34,7 +34,7 @@ def _run(mpirun, tmp_path, pp, dp, M, schedules, w_aux=0.05, timeout=500) -> dic
 @pytest.mark.slow
 def test_moe_pp2_every_schedule(mpirun, tmp_path):
     report = _run(mpirun, tmp_path, 2, 1, 3, ALL)
-    assert len(report["runs"]) == 15
+    assert len(report["runs"]) == 16
 
 
 @pytest.mark.slow
