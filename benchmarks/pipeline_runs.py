@@ -52,8 +52,11 @@ def real_batches(M: int, atoms: int, seed: int = 0):
 
 def parse_label(label: str) -> tuple[str, bool, dict]:
     """``NAME[:VARIANT]`` → (schedule, lazy P3, generator options). VARIANT: ``lazy``,
-    ``W`` (weight parts split: W3 and W4) or ``lazy+W`` (W4 split)."""
+    ``W`` (weight parts split: W3 and W4), ``lazy+W`` (W4 split) or a JSON object of
+    generator options (eager), e.g. ``wavek:{"split_w": true, "mem_cap": 3e8}``."""
     name, _, variant = label.partition(":")
+    if variant.startswith("{"):
+        return name, False, json.loads(variant)
     if variant not in ("", "lazy", "W", "lazy+W"):
         raise ValueError(f"unknown variant {variant!r} in {label!r}")
     lazy = variant.startswith("lazy")
@@ -194,7 +197,8 @@ def worker_emulated(out: str, M: int, ms_per_t1: float, repeats: int, cost_file:
         lazy = variant == "lazy"
         costs = (load_costs(cost_file)["lazy" if lazy else "eager"] if cost_file
                  else default_costs(P, lazy))
-        prog = build_program(name, P, M, 1000, lazy_p3=lazy, costs=costs)  # no chunk limit
+        prog = build_program(name, P, M, 1000, lazy_p3=lazy, costs=costs,  # no chunk limit
+                             search_w=True)  # timing check: memory plays no part
         cm = costs.for_stages(prog.num_stages)
         unit = ms_per_t1 * 1e-3 / (sum(t[0] for t in costs.for_stages(P).stage_times) / P)
         sim = simulate(prog, cm)

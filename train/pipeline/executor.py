@@ -56,13 +56,18 @@ def default_costs(num_stages: int, lazy_p3: bool) -> CostModel:
 
 def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool = False,
                   wavek_k: int = 1, costs: CostModel | None = None,
-                  options: dict | None = None) -> Program:
+                  options: dict | None = None, search_w: bool = False) -> Program:
     """The lowered Program for ``name`` on P ranks and M micro-batches.
 
     ``options`` go to the generator (``parallel.schedule_options``: ``fused_turn``,
     ``split_w``, ``warmup``, ...). The chunk budget: a wave placement needs 2P stages, i.e.
-    2P ≤ L + 2 units (embedding, L blocks, readout); wavek only considers it, and the W
-    split, when the model has them and ``costs`` were given (measured for this model).
+    2P ≤ L + 2 units (embedding, L blocks, readout); wavek only considers it when the
+    model has them and ``costs`` were given (measured for this model). wavek searches the
+    W split only with ``search_w`` and measured ``costs`` (or when ``split_w`` is given):
+    its memory cap counts the W queues with the cost model's per-stage sizes, which are
+    the measured units resampled by depth share, not the runner's cuts; on the tiny model
+    at P = 4 a partial split held 1.33x symfold's real peak on one rank
+    (results/pipeline_real_2026-11-22d.md), so the trainer does not search it.
     """
     units = num_blocks + 2
     if units < P:
@@ -81,11 +86,7 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
         # 11-2*.md). Only a cost file measured for this model (``stage_overhead``) can
         # weigh that; the built-in 10M profile cannot, so without one wavek keeps the V.
         options.setdefault("max_waves", 1 if measured and units >= 2 * P else 0)
-        # The W split's memory (its queues: 1.1-1.6 |A| per stage on the 10M preset, more
-        # on small widths) is only known from a cost file measured for this model; with
-        # the built-in profile a partial split held 1.41x symfold's live bytes on the tiny
-        # model at P = 4 (results/pipeline_real_2026-11-22c.md), so none is made.
-        if not measured:
+        if not (search_w and measured):  # see the docstring
             options.setdefault("split_w", False)
     prog = make_schedule(name, P, M, costs, wavek_k=wavek_k, **options)
     return lower(prog) if P > 1 else prog

@@ -46,11 +46,12 @@ def test_costs_command_writes_a_bundle_wavek_uses(tmp_path, capsys):
     lazy = models["lazy"]
     assert min(eager.mem_q3[1:4]) > 0 and min(eager.mem_q4[1:4]) > 0
     assert max(lazy.mem_q3) == 0 and min(lazy.mem_q4[1:4]) > 0
-    # With a measured file wavek weighs the wave placement and the W split too (6 units
-    # ≥ 2P); with the built-in profile it keeps the linear V without W.
+    # With a measured file wavek weighs the wave placement too (6 units ≥ 2P); with the
+    # built-in profile it keeps the linear V. The W split only when asked to search it.
     measured = build_program("wavek", 2, 4, 4, costs=eager).meta["candidates"]
-    default = build_program("wavek", 2, 4, 4).meta["candidates"]
+    default = build_program("wavek", 2, 4, 4, search_w=True).meta["candidates"]
+    searched = build_program("wavek", 2, 4, 4, costs=eager, search_w=True).meta["candidates"]
     assert {c["waves"] for c in measured} == {0, 1} and {c["waves"] for c in default} == {0}
-    assert {c["split_w"] for c in measured} == {False, True}
-    assert {c["split_w"] for c in default} == {False}
+    assert {c["split_w"] for c in searched} == {False, True}
+    assert {c["split_w"] for c in measured} == {c["split_w"] for c in default} == {False}
     assert main(["costs", TINY, f"data.root={root}", "--out", str(out), "--repeats", "0"]) == 2

@@ -41,7 +41,7 @@ for item in wanted:
              else default_costs(P, lazy))
     # 20 blocks: the chunk budget never limits (the study's assumption); costs per stage
     # are the cost model's resampled shares.
-    prog = build_program(name, P, M, 20, lazy_p3=lazy, costs=costs)
+    prog = build_program(name, P, M, 20, lazy_p3=lazy, costs=costs, search_w=True)
     cm = costs.for_stages(prog.num_stages)
     lin = costs.for_stages(P)  # the time unit: t1 of a stage of the P-stage cut
     unit = ms_per_t1 * 1e-3 / (sum(t[0] for t in lin.stage_times) / P)
