@@ -30,7 +30,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .actions import BOUNDARY, SPLIT_W, W_OF, Action, Kind
+from .actions import BOUNDARY, W_OF, Action, Kind
 
 PHASE_INDEX = {Kind.P1: 0, Kind.P2: 1, Kind.P3: 2, Kind.P4: 3}
 #: Activation-set name (``deps.creates``) → the CostModel field holding its sizes, and
@@ -38,6 +38,7 @@ PHASE_INDEX = {Kind.P1: 0, Kind.P2: 1, Kind.P3: 2, Kind.P4: 3}
 _MEM_FIELDS = {"A": "mem_a", "A'": "mem_ap", "Q3": "mem_q3", "Q4": "mem_q4"}
 _MEM_DEFAULTS = {"mem_a": 1.0, "mem_ap": 1.35, "mem_q3": 0.0, "mem_q4": 0.0}
 SET_NAMES = tuple(_MEM_FIELDS)
+MEM_FIELDS = tuple(_MEM_FIELDS.values())
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class CostModel:
             parent = W_OF[k]
             return self.t(s, parent) * self.w(parent) * self.f(parent)
         full = self.t(s, k)
-        if k in (Kind.P3, Kind.P4) and _has_w(prog, k, s, action.microbatch):
+        if prog.splits(action):
             return full * (1.0 - self.w(k)) * self.f(k)  # the W part is its own action
         return full
 
@@ -187,10 +188,6 @@ class CostModel:
                    beta=math.inf if beta is None else float(beta),
                    stage_overhead=tuple(float(x) for x in
                                         d.get("stage_overhead", (0.0,) * 4)))
-
-
-def _has_w(prog, kind: Kind, stage: int, microbatch: int) -> bool:
-    return SPLIT_W[kind] in prog.w_kinds(stage, microbatch)
 
 
 def _resample(values, n: int) -> list[float]:

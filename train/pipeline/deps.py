@@ -109,7 +109,7 @@ def creates(prog: Program, action: Action) -> str | None:
         return "A"
     if k is Kind.P2:
         return "A'" if prog.four_phase else None
-    if k in QUEUE_OF and SPLIT_W[k] in prog.w_kinds(action.stage, action.microbatch):
+    if prog.splits(action):
         return QUEUE_OF[k]
     return None
 

@@ -10,11 +10,11 @@ critical part, so the program is replayed after each round.
 
 from __future__ import annotations
 
-from .actions import SPLIT_W, Action, Kind
+from .actions import Action
 from .costs import CostModel
 from .deps import QUEUE_OF
 from .program import Program
-from .simulate import memory_events, simulate
+from .simulate import simulate
 
 _PHASE_OF_QUEUE = {q: k for k, q in QUEUE_OF.items()}
 
@@ -29,7 +29,7 @@ def fit_splits(prog: Program, costs: CostModel, mem_cap, max_rounds: int = 1000
     for _ in range(max_rounds):
         res = simulate(prog, costs)
         whole: set[Action] = set()
-        for d, events in enumerate(memory_events(res)):
+        for d, events in enumerate(res.mem_events):
             over = _queues_to_drop(events, caps[d] + 1e-9)
             if over is None:
                 return None
@@ -65,10 +65,3 @@ def _queues_to_drop(events: list[tuple], cap: float) -> set[Action] | None:
                     return out
             return None
     return set()
-
-
-def split_phases(prog: Program) -> list[Action]:
-    """The P3 / P4 actions of ``prog`` that run split (have a W action)."""
-    return [a for a in prog.expected_actions()
-            if a.kind in (Kind.P3, Kind.P4) and SPLIT_W[a.kind] in
-            prog.w_kinds(a.stage, a.microbatch)]

@@ -165,6 +165,15 @@ class Program:
         fields["meta"] = dict(fields["meta"])
         return Program(**fields)
 
+    def splits(self, action: Action) -> bool:
+        """Whether ``action`` is a P3 / P4 whose weight part is its own W action."""
+        return action.kind in SPLIT_W and \
+            SPLIT_W[action.kind] in self.w_kinds(action.stage, action.microbatch)
+
+    def split_phases(self) -> list[Action]:
+        """The P3 / P4 actions that run split (each has a W action)."""
+        return [a for a in self.expected_actions() if self.splits(a)]
+
     def run_whole(self, phases: Iterable[Action]) -> Program:
         """A copy in which the split P3 / P4 actions ``phases`` run whole: their W actions
         leave the orders and they join :attr:`unsplit` (the order is kept otherwise)."""

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from .actions import FOUR_PHASES, SPLIT_W, TWO_PHASES, W_OF, Action, Kind, ScheduleError
-from .costs import CostModel, uniform
+from .actions import FOUR_PHASES, TWO_PHASES, W_OF, Action, Kind, ScheduleError
+from .costs import MEM_FIELDS, CostModel, uniform
 from .listsched import list_schedule
 from .policies import CappedDepthFirst, UnitOneFOneB, chain_position, virtual_caps
 from .program import Program, linear_placement, wave_placement
@@ -61,7 +61,7 @@ def _unit_costs(skel: Program, costs: CostModel | None = None) -> CostModel:
     if costs is None:
         return unit
     cm = costs.for_stages(skel.num_stages)
-    return replace(unit, **{f: getattr(cm, f) for f in ("mem_a", "mem_ap", "mem_q3", "mem_q4")})
+    return replace(unit, **{f: getattr(cm, f) for f in MEM_FIELDS})
 
 
 # --------------------------------------------------------------------------- gpipe4
@@ -256,8 +256,6 @@ def make_schedule(name: str, P: int, M: int, costs: CostModel | None = None, *,
         if not prog.split_w or not set(whole) <= set(range(M)):
             raise ValueError(f"whole_microbatches={whole} needs split_w and micro-batch "
                              f"indices in 0..{M - 1}")
-        mbs = set(whole)
-        prog = validate(prog.run_whole(
-            a for a in prog.expected_actions() if a.kind in W_OF.values()
-            and a.microbatch in mbs and SPLIT_W[a.kind] in prog.w_kinds(a.stage)))
+        prog = validate(prog.run_whole(a for a in prog.split_phases()
+                                       if a.microbatch in set(whole)))
     return prog

@@ -38,6 +38,7 @@ class SimResult:
     peak_a: list[int] = field(default_factory=list)     # max live P1 graphs per device
     peak_ap: list[int] = field(default_factory=list)    # max live P2 graphs per device
     peak_mem: list[float] = field(default_factory=list)  # max Σ|A|+|A'|+|Q| per device
+    mem_events: list[list[tuple]] = field(default_factory=list)  # see memory_events
 
     @property
     def bubble(self) -> float:
@@ -189,7 +190,8 @@ def _memory(res: SimResult) -> None:
     """Peak live activation sets and bytes per device (see :func:`memory_events`)."""
     names = res.costs.set_sizes()
     res.peak_a, res.peak_ap, res.peak_mem = [], [], []
-    for ev in memory_events(res):
+    res.mem_events = memory_events(res)
+    for ev in res.mem_events:
         live = dict.fromkeys(names, 0)
         peak = dict.fromkeys(names, 0)
         mem = peak_mem = 0.0

@@ -15,7 +15,7 @@ import pytest
 from matris.train.pipeline.actions import Action, Kind, ScheduleError, parse_actions
 from matris.train.pipeline.bounds import lower_bound
 from matris.train.pipeline.costs import CostModel, measured_profile, uniform
-from matris.train.pipeline.fitsplit import fit_splits, split_phases
+from matris.train.pipeline.fitsplit import fit_splits
 from matris.train.pipeline.listsched import list_schedule
 from matris.train.pipeline.policies import CappedDepthFirst, virtual_caps
 from matris.train.pipeline.program import Program
@@ -150,9 +150,7 @@ def test_relaxed_bound_holds_for_every_split_choice(seed):
     cm = random_costs(P, seed)
     for name in ("symfold", "1f1b4", "gpipe4", "hanayo4"):
         full = make_schedule(name, P, M, cm, split_w=True)
-        split = [a for a in full.expected_actions() if a.kind in (Kind.P3, Kind.P4)
-                 and a.kind in full.split_w and full.w_kinds(a.stage)]
-        prog = validate(full.run_whole(a for a in split if rng.random() < 0.5))
+        prog = validate(full.run_whole(a for a in full.split_phases() if rng.random() < 0.5))
         r = simulate(prog, cm)
         assert r.makespan >= lower_bound(prog, cm) - 1e-9
         assert r.makespan >= lower_bound(prog, cm, mem_cap=r.peak_mem) - 1e-9
@@ -186,7 +184,7 @@ def test_fit_splits_keeps_the_order_and_meets_the_cap():
     fitted = validate(fit_splits(full, cm, cap))
     r = simulate(fitted, cm)
     assert max(r.peak_mem) <= cap + 1e-9
-    assert fitted.unsplit and split_phases(fitted), "some phases keep their W part"
+    assert fitted.unsplit and fitted.split_phases(), "some phases keep their W part"
     for d, order in enumerate(fitted.orders):  # the order is ZBV-4's, minus W parts
         assert list(order) == [a for a in full.orders[d] if a in set(order)]
     plain = simulate(make_schedule("symfold", P, M, cm), cm).makespan
@@ -203,7 +201,7 @@ def test_hanayo4_fitted_under_a_cap():
     cap = default_mem_cap(P, M, cm, 0)
     prog = make_schedule("hanayo4", P, M, cm, split_w=True, mem_cap=cap, split_mode="fitted")
     assert max(simulate(prog, cm).peak_mem) <= cap + 1e-9
-    assert prog.unsplit and split_phases(prog)
+    assert prog.unsplit and prog.split_phases()
     tight = make_schedule("hanayo4", P, M, cm, split_w=True, mem_cap=0.3 * cap,
                           split_mode="fitted")
     assert max(simulate(tight, cm).peak_mem) <= 0.3 * cap + 1e-9
