@@ -99,7 +99,7 @@ def uniform_models(models: dict, num: int = 10) -> dict[str, CostModel]:
         o = cm.stage_overhead  # every stage of the finer cut pays it once
         tot = [(sum(t[k] for t in cm.stage_times) - cm.num_stages * o[k]) / num + o[k]
                for k in range(4)]
-        out[variant] = replace(cm, stage_times=(tuple(tot),) * num,
+        out[variant] = replace(cm.untied(), stage_times=(tuple(tot),) * num,
                                **{f: (sum(getattr(cm, f)) / num,) * num for f in
                                   ("mem_a", "mem_ap", "mem_q3", "mem_q4")},
                                label=cm.label.replace("one entry per unit stage",
@@ -165,7 +165,8 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
           + ":".join(f"{x:.2f}" for x in res["uniform_ratios"]["eager"]) + ", lazy = "
           + ":".join(f"{x:.2f}" for x in res["uniform_ratios"]["lazy"]), "",
           f"Cost files: `{res['costs_file']}` (bundle eager/lazy, seconds and bytes per unit "
-          "stage; `CostModel.for_stages` resamples it to any stage count by depth share) and "
+          "stage, with the measured cuts: `CostModel.for_stages` merges whole measured stages for "
+          "any stage count up to theirs, and the pipeline runner cuts the model there) and "
           f"`{res['uniform_costs_file']}` (the whole-model totals spread evenly over 10 "
           "stages: a perfectly balanced cut, what the schedule study uses)."]
     path.write_text("\n".join(L) + "\n")

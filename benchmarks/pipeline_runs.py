@@ -50,6 +50,34 @@ def real_batches(M: int, atoms: int, seed: int = 0):
                            seed=m, dtype=torch.float32) for m in range(M)]
 
 
+def measure_cost_file(blocks: int, width: int, atoms: int, path: Path,
+                      repeats: int = 3) -> str:
+    """Measure the run's own model (``tiny`` with ``blocks`` blocks, ``width``) on its own
+    micro-batch (``real_batches``' first) with ``matris.train.pipeline.measure``, one
+    thread, and write the cost bundle (tied to the measured cuts) to ``path``."""
+    import torch
+
+    from matris.config import preset
+    from matris.model import MatRIS
+    from matris.train.config import LossConfig
+    from matris.train.pipeline.costs import save_costs
+    from matris.train.pipeline.measure import cost_models, measure_runs
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = MatRIS(preset("tiny", num_blocks=blocks, width=width)).float()
+        res = measure_runs(model, real_batches(1, atoms)[0], LossConfig(), repeats, log=None)
+    finally:
+        torch.set_num_threads(threads)
+    save_costs(cost_models(res, f"tiny, {blocks} blocks, width {width}, 2 x {atoms} atoms "
+                                f"per micro-batch, CPU fp32 1 thread, {MACHINE}; one entry "
+                                "per unit stage"), path)
+    print(f"measured {path}", flush=True)
+    return str(path)
+
+
 def parse_label(label: str) -> tuple[str, bool, dict]:
     """``NAME[:VARIANT]`` → (schedule, lazy P3, generator options). VARIANT: ``lazy``,
     ``W`` (weight parts split: W3 and W4), ``lazy+W`` (W4 split) or a JSON object of
@@ -152,6 +180,7 @@ def summarize_real(path: str) -> dict:
     from matris.train.pipeline.actions import parse_action
     from matris.train.pipeline.costs import load_costs
     from matris.train.pipeline.executor import build_program
+    from matris.train.pipeline.simulate import simulate
     from matris.train.pipeline.trace import TraceSlice, trace_stats
 
     data = json.loads(Path(path).read_text())
@@ -167,12 +196,15 @@ def summarize_real(path: str) -> dict:
         prog = build_program(name, info["P"], info["M"], info["blocks"], lazy_p3=lazy,
                              costs=costs, options=options)
         sim = replay(prog, slices)
+        # The cost model's own forecast of the peak (bytes of |A|, |A'|, W queues).
+        predicted = simulate(prog, costs).peak_mem if costs is not None else None
         out[label] = {"program": info["programs"][label], "wall_s": statistics.median(walls),
                       "walls": walls, "mb_per_s": info["M"] / statistics.median(walls),
                       "atoms_per_s": info["atoms"] / statistics.median(walls),
                       "bubble": stats["bubble"], "trace_makespan": stats["makespan"],
                       "replay_makespan": sim["makespan"], "replay_bubble": sim["bubble"],
                       "peak_live_mib": [p / 2**20 for p in med["peak_live"]],
+                      "predicted_mib": predicted and [p / 2**20 for p in predicted],
                       "slices": med["slices"]}
     return {"info": info, "schedules": out}
 
@@ -195,8 +227,8 @@ def worker_emulated(out: str, M: int, ms_per_t1: float, repeats: int, cost_file:
     for label in labels:
         name, _, variant = label.partition(":")
         lazy = variant == "lazy"
-        costs = (load_costs(cost_file)["lazy" if lazy else "eager"] if cost_file
-                 else default_costs(P, lazy))
+        costs = (load_costs(cost_file)["lazy" if lazy else "eager"].untied() if cost_file
+                 else default_costs(P, lazy))  # untied: emulation takes any P
         prog = build_program(name, P, M, 1000, lazy_p3=lazy, costs=costs,  # no chunk limit
                              search_w=True)  # timing check: memory plays no part
         cm = costs.for_stages(prog.num_stages)
@@ -230,15 +262,23 @@ def cmd_real(args) -> int:
 
     stem = RESULTS / f"pipeline_real_{args.date}"
     raw = f"{stem}.raw.json"
-    costs = args.costs or "-"
+
+    def costs_for(blocks: int) -> str:  # "measure": this run's model, measured here
+        if args.costs != "measure":
+            return args.costs or "-"
+        return measure_cost_file(blocks, args.width, args.atoms,
+                                 Path(f"{stem}_{blocks}blocks.costs.json"))
+
     launch(args.P, ["worker-real", raw, str(args.M), str(args.blocks), str(args.width),
-                    str(args.atoms), str(args.repeats), costs, *args.schedules])
+                    str(args.atoms), str(args.repeats), costs_for(args.blocks),
+                    *args.schedules])
     res = summarize_real(raw)
     mem = None
     if args.mem_P:
         raw_mem = f"{stem}.mem.raw.json"
         launch(args.mem_P, ["worker-real", raw_mem, str(args.mem_M), str(args.mem_blocks),
-                            str(args.width), str(args.atoms), "1", costs, *args.mem_schedules])
+                            str(args.width), str(args.atoms), "1", costs_for(args.mem_blocks),
+                            *args.mem_schedules])
         mem = summarize_real(raw_mem)
     for label, r in res["schedules"].items():
         slices = [TraceSlice(d, parse_action(a), s, e) for a, d, s, e in r.pop("slices")]
@@ -306,7 +346,9 @@ def add_parsers(sub) -> None:
     real.add_argument("--mem-schedules", nargs="+", default=[
         "gpipe4", "1f1b4", "1f1b4:W", "symfold", "symfold:W", "wavek"])
     real.add_argument("--costs", help="parallel.costs for every run (a `matris-train costs` "
-                      "bundle of the model run here; default: the built-in profile)")
+                      "bundle of the model run here; `measure`: measure the run's own model "
+                      "and micro-batch first, one file per block count; default: the "
+                      "built-in profile)")
     real.add_argument("--date", default=time.strftime("%Y-%m-%d"))
     real.set_defaults(func=cmd_real)
     emu = sub.add_parser("emulated", help="sleeping compute, real messages (mpirun)")
@@ -382,6 +424,16 @@ def write_real(res: dict, mem: dict | None, path: Path, argv: str, date: str,
         for label, r in mr.items():
             L.append(f"| {label} | " + " | ".join(f"{x:.0f}" for x in r["peak_live_mib"]) +
                      f" | {max(r['peak_live_mib']):.0f} | {r['wall_s']:.2f} |")
+        if mi.get("costs"):
+            L += ["", f"Forecast by the cost model (`{mi['costs']}`: the simulator's peak of "
+                  "|A| + |A'| + W queues per rank, MiB) and the runner's stage cuts:", "",
+                  "| schedule | cuts | " + " | ".join(f"rank {i}" for i in range(mi["P"])) +
+                  " | max | measured max / forecast max |", "|---|---|" + "---:|" * (mi["P"] + 2)]
+            for label, r in mr.items():
+                pred = r.get("predicted_mib") or [float("nan")] * mi["P"]
+                L.append(f"| {label} | {mi['cuts'][label]} | " + " | ".join(
+                    f"{x:.0f}" for x in pred) + f" | {max(pred):.0f} | "
+                    f"{max(r['peak_live_mib']) / max(pred):.2f} |")
         if "gpipe4" in mr and "symfold" in mr:
             ratio = max(mr["symfold"]["peak_live_mib"]) / max(mr["gpipe4"]["peak_live_mib"])
             L += ["", f"symfold / gpipe4 (largest rank): {ratio:.2f}"]

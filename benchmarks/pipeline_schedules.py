@@ -78,7 +78,7 @@ def profiles(args, P: int) -> dict[str, CostModel]:
     queues = _load(args.queues_from) if getattr(args, "queues_from", None) else {}
     out = {}
     for name, cm in models.items():
-        cm = cm.for_stages(P)
+        cm = cm.untied().for_stages(P)  # a scaling study: P may exceed the measured stages
         if name in queues:  # W-queue sizes of another run, relative to its |A|
             q = queues[name]
             cm = replace(cm, **{f: tuple(a * sum(getattr(q, f)) / sum(q.mem_a)
@@ -94,7 +94,7 @@ def profiles(args, P: int) -> dict[str, CostModel]:
 
 
 def mem_unit(cm: CostModel, P: int) -> float:
-    return sum(cm.for_stages(P).mem_a) / P
+    return sum(cm.untied().for_stages(P).mem_a) / P
 
 
 def run_one(name, P, M, cm, opts) -> tuple:

@@ -11,13 +11,14 @@ import torch
 from torch import Tensor, nn
 
 from matris.config import ModelConfig, preset
+from matris.cuts import balance, validate_cuts
 from matris.graph import AtomGraph
 from matris.nn.embed import Embedding
 from matris.nn.exchange import LOCAL, Exchange
 from matris.nn.geometry import GeometryModule
 from matris.nn.interaction import InteractionBlock
 from matris.nn.readout import NUM_ELEMENTS, Readout
-from matris.stages import Stage, StageIO, balance, validate_cuts
+from matris.stages import Stage, StageIO
 
 
 class MatRIS(nn.Module):

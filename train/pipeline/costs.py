@@ -14,21 +14,35 @@ Cost files (``--costs FILE``) are JSON::
      "fused_factor": 0.7,
      "tensor_bytes": {"h": 1e5, "a": 1e5, "f_acc": 3e3, "abar": 1e5, "dl_df": 3e3,
                       "hbar": 1e5},
-     "alpha": 2e-5, "beta": 1e9, "stage_overhead": [o1, o2, o3, o4]}
+     "alpha": 2e-5, "beta": 1e9, "stage_overhead": [o1, o2, o3, o4],
+     "cuts": [0, 1, ...], "model_blocks": L}
 
 or a bundle ``{"eager": {...}, "lazy": {...}}`` (both variants of the same model).
-Stage lists of any length are resampled to the schedule's stage count by treating the
-costs, less the fixed per-stage overhead, as a piecewise-constant density over model
-depth (so a wave placement with 2P chunks gets each P-stage cost split in halves, plus
-the overhead on every chunk).
+
+Two ways to reach the schedule's stage count S:
+
+* **By cuts** (files written by ``matris-train costs`` / ``pipeline_phase_costs.py``, which
+  record ``"cuts"``: the interaction-block cuts of the measured stages, and
+  ``"model_blocks"``): :meth:`CostModel.cuts_for` chooses S stages among the measured
+  ones, balancing their work (``matris.cuts.balance``), and :meth:`CostModel.for_cuts`
+  sums the measured stages inside each (one fixed per-stage overhead per stage). The
+  pipeline runner cuts the model at the same ``cuts_for(S)``, so every time and every
+  memory size the scheduler plans with belongs to a stage the runner really runs.
+* **By depth share** (files without ``"cuts"``, uniform profiles): the costs, less the
+  overhead, are a piecewise-constant density over model depth (a wave placement with 2P
+  chunks gets each P-stage cost split in halves, plus the overhead on every chunk). A
+  study device, not a description of any particular cut.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from matris.cuts import balance
 
 from .actions import BOUNDARY, W_OF, Action, Kind
 
@@ -63,6 +77,10 @@ class CostModel:
             from the critical action to the W action; zeros when not measured.
         tensor_bytes: bytes of each boundary tensor (see ``actions.BOUNDARY``).
         alpha, beta: link latency (time) and bandwidth (bytes per time unit; inf = free).
+        unit_cuts: the interaction-block cuts of the measured stages (``len(unit_cuts) + 1``
+            stages; stage 0 starts at block 0), or None when the stages are not tied to
+            cuts of a model (then :meth:`for_stages` resamples by depth share).
+        model_blocks: interaction blocks L of the measured model (None: unknown).
     """
 
     stage_times: tuple[tuple[float, float, float, float], ...]
@@ -80,6 +98,8 @@ class CostModel:
     alpha: float = 0.0
     beta: float = math.inf
     stage_overhead: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    unit_cuts: tuple[int, ...] | None = None
+    model_blocks: int | None = None
 
     def __post_init__(self) -> None:
         n = len(self.stage_times)
@@ -100,17 +120,80 @@ class CostModel:
                 raise ValueError(f"w_frac[{key}] must be in [0, 1)")
             if not self.split_factor.get(key, 1.0) >= 1.0:
                 raise ValueError(f"split_factor[{key}] must be >= 1")
+        if self.unit_cuts is not None:
+            cuts = tuple(int(c) for c in self.unit_cuts)
+            object.__setattr__(self, "unit_cuts", cuts)
+            top = math.inf if self.model_blocks is None else self.model_blocks
+            if len(cuts) != n - 1 or any(b <= a for a, b in itertools.pairwise(cuts)) or (
+                    cuts and not 0 <= cuts[0] <= cuts[-1] <= top):
+                raise ValueError(f"cuts {list(cuts)} do not describe {n} stages of a model "
+                                 f"with {self.model_blocks} blocks (need {n - 1} strictly "
+                                 "increasing block indices)")
 
     @property
     def num_stages(self) -> int:
         return len(self.stage_times)
 
     # ---------------------------------------------------------------- derived
+    @property
+    def max_stages(self) -> float:
+        """The most stages :meth:`for_stages` can give (the measured ones, when tied to
+        cuts; else unlimited)."""
+        return math.inf if self.unit_cuts is None else self.num_stages
+
+    def work(self) -> list[float]:
+        """Per stage, Σ over the phases of the time beyond the fixed per-stage overhead:
+        what merging stages adds up (the overhead is paid once per stage)."""
+        o = self.stage_overhead
+        return [sum(max(0.0, t[k] - o[k]) for k in range(4)) for t in self.stage_times]
+
+    def cuts_for(self, num_stages: int) -> list[int] | None:
+        """Block cuts for ``num_stages`` stages made of whole measured stages, balancing
+        :meth:`work` (min-max, ``matris.cuts.balance``); None if not tied to cuts."""
+        if self.unit_cuts is None:
+            return None
+        if not 1 <= num_stages <= self.num_stages:
+            raise ValueError(f"the cost model measured {self.num_stages} stages (cuts "
+                             f"{list(self.unit_cuts)}); it cannot price {num_stages} stages")
+        return [self.unit_cuts[i] for i in balance(self.work(), num_stages)]
+
+    def for_cuts(self, cuts) -> CostModel:
+        """The stages a model cut at ``cuts`` would have: each the sum of the measured
+        stages inside it, less the overhead of the stages it merged (every stage pays it
+        once). ``cuts`` must be a subset of :attr:`unit_cuts`."""
+        if self.unit_cuts is None:
+            raise ValueError("this cost model is not tied to cuts of a model; use "
+                             "for_stages (depth share)")
+        cuts = [int(c) for c in cuts]
+        pos = {c: i + 1 for i, c in enumerate(self.unit_cuts)}  # cut → first stage after
+        if any(c not in pos for c in cuts) or any(b <= a for a, b in itertools.pairwise(cuts)):
+            raise ValueError(f"cuts {cuts} are not increasing cuts among the measured ones "
+                             f"{list(self.unit_cuts)}")
+        if cuts == list(self.unit_cuts):
+            return self
+        bounds = [0, *(pos[c] for c in cuts), self.num_stages]
+        groups = [range(a, b) for a, b in itertools.pairwise(bounds)]
+        o = self.stage_overhead
+        times = tuple(tuple(max(o[k], sum(self.stage_times[s][k] for s in g)
+                                - (len(g) - 1) * o[k]) for k in range(4)) for g in groups)
+        return replace(self, stage_times=times, unit_cuts=tuple(cuts),
+                       **{f: tuple(sum(getattr(self, f)[s] for s in g) for g in groups)
+                          for f in _MEM_FIELDS.values()})
+
+    def untied(self) -> CostModel:
+        """The same stages, resampled by depth share from now on: for studies beyond the
+        measured model (more stages than it has, emulation with any P)."""
+        return replace(self, unit_cuts=None, model_blocks=None)
+
     def for_stages(self, num_stages: int) -> CostModel:
-        """Resample to ``num_stages`` stages: costs beyond the fixed per-stage overhead and
-        memory scale with depth share; every stage keeps the overhead."""
+        """The costs at ``num_stages`` stages: by cuts (:meth:`cuts_for`,
+        :meth:`for_cuts`) when tied to a model's cuts, else resampled by depth share
+        (costs beyond the fixed per-stage overhead and memory scale with depth share;
+        every stage keeps the overhead)."""
         if num_stages == self.num_stages:
             return self
+        if self.unit_cuts is not None:
+            return self.for_cuts(self.cuts_for(num_stages))
         o = self.stage_overhead
         cols = [[max(0.0, t[k] - o[k]) for t in self.stage_times] for k in range(4)]
         times = tuple(zip(*([x + o[k] for x in _resample(c, num_stages)]
@@ -169,6 +252,8 @@ class CostModel:
         for key in ("stage_times", *_MEM_FIELDS.values()):
             d.pop(key)
         d["beta"] = None if math.isinf(self.beta) else self.beta
+        cuts = d.pop("unit_cuts")
+        d["cuts"] = None if cuts is None else list(cuts)
         return d
 
     @classmethod
@@ -187,7 +272,9 @@ class CostModel:
                    alpha=float(d.get("alpha", 0.0)),
                    beta=math.inf if beta is None else float(beta),
                    stage_overhead=tuple(float(x) for x in
-                                        d.get("stage_overhead", (0.0,) * 4)))
+                                        d.get("stage_overhead", (0.0,) * 4)),
+                   unit_cuts=None if d.get("cuts") is None else tuple(d["cuts"]),
+                   model_blocks=d.get("model_blocks"))
 
 
 def _resample(values, n: int) -> list[float]:

@@ -2,7 +2,8 @@
 
 Every pipeline rank builds the same Program (``parallel.schedule``, ``parallel.microbatches``,
 ``parallel.lazy_p3``, ``parallel.wavek_k``; pure and deterministic), lowers it, cuts the
-model into the Program's S stages (``model.balanced_cuts(S)`` or ``parallel.stage_cuts``)
+model into the Program's S stages (``parallel.stage_cuts``, else the cuts a cost file tied
+to cuts priced, ``CostModel.cuts_for(S)``, else ``model.balanced_cuts(S)``)
 and keeps the stages the placement gives it (several under wave placements). A step walks
 the rank's action list (:class:`~.runtime.Walker`) with real compute (:mod:`.phases`) and
 point-to-point hand-offs (``matris.train.dist.p2p.PeerLinks``: non-blocking sends,
@@ -56,18 +57,24 @@ def default_costs(num_stages: int, lazy_p3: bool) -> CostModel:
 
 def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool = False,
                   wavek_k: int = 1, costs: CostModel | None = None,
-                  options: dict | None = None, search_w: bool = False) -> Program:
+                  options: dict | None = None, search_w: bool = False,
+                  cuts: list[int] | None = None) -> Program:
     """The lowered Program for ``name`` on P ranks and M micro-batches.
 
     ``options`` go to the generator (``parallel.schedule_options``: ``fused_turn``,
     ``split_w``, ``warmup``, ...). The chunk budget: a wave placement needs 2P stages, i.e.
-    2P ≤ L + 2 units (embedding, L blocks, readout); wavek only considers it when the
-    model has them and ``costs`` were given (measured for this model). wavek searches the
-    W split only with ``search_w`` and measured ``costs`` (or when ``split_w`` is given):
-    its memory cap counts the W queues with the cost model's per-stage sizes, which are
-    the measured units resampled by depth share, not the runner's cuts; on the tiny model
-    at P = 4 a partial split held 1.33x symfold's real peak on one rank
-    (results/pipeline_real_2026-11-22d.md), so the trainer does not search it.
+    2P ≤ L + 2 units (embedding, L blocks, readout), and 2P measured stages when the costs
+    are tied to cuts; wavek only considers it when the model has them and ``costs`` were
+    given (measured for this model). ``cuts``: explicit stage cuts (``parallel.stage_cuts``;
+    the costs are then those of these cuts).
+
+    wavek searches the W split (which phases run whole, under symfold's memory) only where
+    its memory sizes are those of the stages the runner will run: ``costs`` tied to cuts
+    (:meth:`CostModel.cuts_for`, files from ``matris-train costs``; the runner cuts at the
+    same places, see :func:`stage_cuts`), or ``search_w`` (emulation, where the cost
+    model is the truth). With depth-share costs the W queues of a partial split were
+    mispriced: on the tiny model at P = 4 a split planned to fit held 1.33x symfold's real
+    peak on one rank (results/pipeline_real_2026-11-22d.md).
     """
     units = num_blocks + 2
     if units < P:
@@ -77,6 +84,14 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
         raise ValueError(f"hanayo4 places 2·pp = {2 * P} stages but the model has only "
                          f"{units} units; use a deeper model or another schedule")
     measured = costs is not None
+    tied = measured and costs.unit_cuts is not None
+    if tied:
+        if costs.model_blocks is not None and costs.model_blocks != num_blocks:
+            raise ValueError(f"the cost model ({costs.label}) was measured on a model with "
+                             f"{costs.model_blocks} interaction blocks; this one has "
+                             f"{num_blocks}: measure it with `matris-train costs`")
+        if cuts is not None:
+            costs = costs.for_cuts(cuts)
     costs = costs or default_costs(P, lazy_p3)
     options = {**(options or {}), "lazy_p3": lazy_p3}
     if name == "wavek":
@@ -85,16 +100,20 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
         # compute was 3-16 % larger in three runs (benchmarks/results/pipeline_real_2026-
         # 11-2*.md). Only a cost file measured for this model (``stage_overhead``) can
         # weigh that; the built-in 10M profile cannot, so without one wavek keeps the V.
-        options.setdefault("max_waves", 1 if measured and units >= 2 * P else 0)
-        if not (search_w and measured):  # see the docstring
+        wave_ok = measured and units >= 2 * P and costs.max_stages >= 2 * P
+        options.setdefault("max_waves", 1 if wave_ok else 0)
+        if not (tied or (search_w and measured)):  # see the docstring
             options.setdefault("split_w", False)
     prog = make_schedule(name, P, M, costs, wavek_k=wavek_k, **options)
     return lower(prog) if P > 1 else prog
 
 
-def stage_cuts(model, num_stages: int, cuts=None) -> list[int]:
-    """Explicit cuts (must give ``num_stages`` stages) or balanced ones."""
+def stage_cuts(model, num_stages: int, cuts=None, costs: CostModel | None = None) -> list[int]:
+    """Explicit cuts (must give ``num_stages`` stages), else those the cost model priced
+    (``costs.cuts_for``, when tied to cuts), else balanced by angle work."""
     if cuts is None:
+        if costs is not None and costs.unit_cuts is not None:
+            return costs.cuts_for(num_stages)
         return model.balanced_cuts(num_stages)
     if len(cuts) != num_stages - 1:
         raise ValueError(f"parallel.stage_cuts gives {len(cuts) + 1} stages but the schedule "
@@ -141,8 +160,9 @@ class PipelineRunner:
             costs = variants[key]
         self.program = build_program(p.schedule, self.P, self.M, model.num_blocks,
                                      lazy_p3=p.lazy_p3, wavek_k=p.wavek_k, costs=costs,
-                                     options=p.schedule_options)
-        self.cuts = stage_cuts(model, self.program.num_stages, p.stage_cuts)
+                                     options=p.schedule_options, cuts=p.stage_cuts)
+        # The cuts the program's costs were priced at (see stage_cuts).
+        self.cuts = stage_cuts(model, self.program.num_stages, p.stage_cuts, costs)
         all_stages = model.stages(self.cuts)
         self.stages = {s: all_stages[s] for s in self.program.stages_of(self.rank)}
         self._named, self.stage_params = stage_parameters(model, self.stages)

@@ -214,9 +214,11 @@ def cost_models(res: dict, label: str) -> dict[str, CostModel]:
     def sizes(key):
         return tuple(float(mem.get(f"{key}:{s}", 0.0)) for s in range(S))
 
+    ranges = res["info"]["stages"]  # [first block, stop block, last] per measured stage
     common = {"mem_a": sizes("A"), "mem_ap": sizes("A'"),
               "tensor_bytes": res["boundary"], "fused_factor": fused, "units": "s",
-              "stage_overhead": overhead}
+              "stage_overhead": overhead, "unit_cuts": tuple(r[0] for r in ranges[1:]),
+              "model_blocks": ranges[-1][1]}
     out = {}
     queues = {"eager": {"mem_q3": sizes("Q3"), "mem_q4": sizes("Q4")},
               "lazy": {"mem_q4": sizes("lazy Q4")}}

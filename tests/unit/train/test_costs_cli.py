@@ -46,12 +46,20 @@ def test_costs_command_writes_a_bundle_wavek_uses(tmp_path, capsys):
     lazy = models["lazy"]
     assert min(eager.mem_q3[1:4]) > 0 and min(eager.mem_q4[1:4]) > 0
     assert max(lazy.mem_q3) == 0 and min(lazy.mem_q4[1:4]) > 0
-    # With a measured file wavek weighs the wave placement too (6 units ≥ 2P); with the
-    # built-in profile it keeps the linear V. The W split only when asked to search it.
+    # The file records the measured cuts, so its stage costs are those of real cuts.
+    assert eager.unit_cuts == (0, 1, 2, 3) and eager.model_blocks == 4
+    # With a measured file wavek weighs the wave placement too (5 measured stages ≥ 2P);
+    # with the built-in profile it keeps the linear V. It searches the W split with a file
+    # tied to cuts (its memory sizes are the runner's stages), not with depth-share costs
+    # unless asked (search_w).
     measured = build_program("wavek", 2, 4, 4, costs=eager).meta["candidates"]
     default = build_program("wavek", 2, 4, 4, search_w=True).meta["candidates"]
-    searched = build_program("wavek", 2, 4, 4, costs=eager, search_w=True).meta["candidates"]
+    untied = build_program("wavek", 2, 4, 4, costs=eager.untied()).meta["candidates"]
+    searched = build_program("wavek", 2, 4, 4, costs=eager.untied(),
+                             search_w=True).meta["candidates"]
     assert {c["waves"] for c in measured} == {0, 1} and {c["waves"] for c in default} == {0}
-    assert {c["split_w"] for c in searched} == {False, True}
-    assert {c["split_w"] for c in measured} == {c["split_w"] for c in default} == {False}
+    assert {c["split_w"] for c in searched} == {c["split_w"] for c in measured} == {False, True}
+    assert {c["split_w"] for c in untied} == {c["split_w"] for c in default} == {False}
+    with pytest.raises(ValueError, match="measured on a model with 4 interaction blocks"):
+        build_program("wavek", 2, 4, 6, costs=eager)
     assert main(["costs", TINY, f"data.root={root}", "--out", str(out), "--repeats", "0"]) == 2

@@ -37,7 +37,7 @@ report = {"P": P, "M": M, "ms_per_t1": ms_per_t1, "repeats": repeats,
 for item in wanted:
     name, _, variant = item.partition(":")
     lazy = variant == "lazy"
-    costs = (load_costs(cost_file)["lazy" if lazy else "eager"] if cost_file != "-"
+    costs = (load_costs(cost_file)["lazy" if lazy else "eager"].untied() if cost_file != "-"
              else default_costs(P, lazy))
     # 20 blocks: the chunk budget never limits (the study's assumption); costs per stage
     # are the cost model's resampled shares.
