@@ -56,6 +56,13 @@ class WeightGradQueue:
         self.observer = getattr(_STATE, "observer", None)
 
     def push(self, weight: Tensor, a: Tensor, b: Tensor) -> None:
+        # A backward without create_graph (grad mode off: every P3 / P4) wants constants,
+        # but factors unpacked from saved tensors still carry their graphs: queued as they
+        # are, the flush's product would be recorded and land in ``weight.grad`` with a
+        # grad_fn, keeping the micro-batch's graphs alive until the next flush of that
+        # weight. Keep values only.
+        if not torch.is_grad_enabled():
+            a, b = a.detach(), b.detach()
         self.items.append((weight, a, b))
         if self.observer is not None:
             self.observer.hold((a, b))

@@ -97,6 +97,18 @@ def test_deferred_split_equals_plain_backward(monkeypatch, rows):
     torch.testing.assert_close(partial["b1"], ref["b1"])  # biases are never deferred
 
 
+def test_flushed_gradients_are_constants():
+    """P3 / P4 are backward passes without create_graph: a deferred weight gradient must
+    be a plain tensor, like the engine's. The queued factors are unpacked saved
+    activations that carry their graphs; a recorded product in ``.grad`` would keep the
+    micro-batch's graphs alive (until the next flush of that weight)."""
+    gen = torch.Generator().manual_seed(4)
+    net, pos = _Net(gen), _rand(5, 3, gen=gen)
+    _force_loss_grads(net, pos, "deferred")
+    for name, p in net.named_parameters():
+        assert p.grad.grad_fn is None and not p.grad.requires_grad, name
+
+
 def test_critical_only_pass_computes_no_weight_gradients():
     """A backward w.r.t. inputs only (P2, lazy P3) asks nothing of the weights."""
     gen = torch.Generator().manual_seed(2)
