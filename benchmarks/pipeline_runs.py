@@ -81,7 +81,8 @@ def measure_cost_file(blocks: int, width: int, atoms: int, path: Path,
 def parse_label(label: str) -> tuple[str, bool, dict]:
     """``NAME[:VARIANT]`` → (schedule, lazy P3, generator options). VARIANT: ``lazy``,
     ``W`` (weight parts split: W3 and W4), ``lazy+W`` (W4 split) or a JSON object of
-    generator options (eager), e.g. ``wavek:{"split_w": true, "mem_cap": 3e8}``."""
+    generator options (eager), e.g. ``wavek:{"split_w": true, "mem_cap": 3e8}`` (or
+    ``"mem_cap": "symfold"``, see :func:`resolve_options`)."""
     name, _, variant = label.partition(":")
     if variant.startswith("{"):
         return name, False, json.loads(variant)
@@ -90,6 +91,23 @@ def parse_label(label: str) -> tuple[str, bool, dict]:
     lazy = variant.startswith("lazy")
     options = {"split_w": ["P4"] if lazy else True} if variant.endswith("W") else {}
     return name, lazy, options
+
+
+def resolve_options(options: dict, P: int, M: int, blocks: int, lazy: bool,
+                    cost_file: str) -> dict:
+    """``"mem_cap": "symfold"`` → the cost model's forecast of symfold's peak (the largest
+    rank's bytes), so that a label can ask for "W split within symfold's memory"."""
+    if options.get("mem_cap") != "symfold":
+        return options
+    from matris.train.pipeline.costs import load_costs
+    from matris.train.pipeline.executor import build_program
+    from matris.train.pipeline.simulate import simulate
+
+    if not cost_file:
+        raise ValueError('"mem_cap": "symfold" needs --costs (bytes to forecast with)')
+    costs = load_costs(cost_file)["lazy" if lazy else "eager"]
+    ref = build_program("symfold", P, M, blocks, lazy_p3=lazy, costs=costs)
+    return {**options, "mem_cap": max(simulate(ref, costs).peak_mem)}
 
 
 def worker_real(out: str, M: int, blocks: int, width: int, atoms: int, repeats: int,
@@ -114,6 +132,7 @@ def worker_real(out: str, M: int, blocks: int, width: int, atoms: int, repeats: 
     runners = {}
     for label in labels:
         name, lazy, options = parse_label(label)
+        options = resolve_options(options, P, M, blocks, lazy, cost_file)
         cfg = load_config(None, ["train.dtype=float32", "train.device=cpu", f"parallel.pp={P}",
                                  f"parallel.microbatches={M}", f"parallel.schedule={name}",
                                  f"parallel.lazy_p3={lazy}",
@@ -192,6 +211,7 @@ def summarize_real(path: str) -> dict:
         stats = trace_stats(slices, info["P"])
         name, lazy, options = parse_label(label)
         cf = info.get("costs")
+        options = resolve_options(options, info["P"], info["M"], info["blocks"], lazy, cf)
         costs = load_costs(cf)["lazy" if lazy else "eager"] if cf else None
         prog = build_program(name, info["P"], info["M"], info["blocks"], lazy_p3=lazy,
                              costs=costs, options=options)
