@@ -58,7 +58,7 @@ def default_costs(num_stages: int, lazy_p3: bool) -> CostModel:
 def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool = False,
                   wavek_k: int = 1, costs: CostModel | None = None,
                   options: dict | None = None, search_w: bool = False,
-                  cuts: list[int] | None = None) -> Program:
+                  cuts: list[int] | None = None, share=None) -> Program:
     """The lowered Program for ``name`` on P ranks and M micro-batches.
 
     ``options`` go to the generator (``parallel.schedule_options``: ``fused_turn``,
@@ -66,7 +66,8 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
     2P ≤ L + 2 units (embedding, L blocks, readout), and 2P measured stages when the costs
     are tied to cuts; wavek only considers it when the model has them and ``costs`` were
     given (measured for this model). ``cuts``: explicit stage cuts (``parallel.stage_cuts``;
-    the costs are then those of these cuts).
+    the costs are then those of these cuts). ``share``: wavek's search split over the
+    processes that all build this program (see ``wavek.wavek``).
 
     wavek searches the W split (which phases run whole, under symfold's memory) only where
     its memory sizes are those of the stages the runner will run: ``costs`` tied to cuts
@@ -109,6 +110,8 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
         options.setdefault("max_waves", 1 if wave_ok else 0)
         if not (tied or (search_w and measured)):  # see the docstring
             options.setdefault("split_w", False)
+        if share is not None:
+            options["share"] = share
     prog = make_schedule(name, P, M, costs, wavek_k=wavek_k, **options)
     return lower(prog) if P > 1 else prog
 
@@ -163,9 +166,15 @@ class PipelineRunner:
                 raise ValueError(f"parallel.costs={p.costs!r} has no {key!r} profile "
                                  f"(parallel.lazy_p3={p.lazy_p3}); it has {sorted(variants)}")
             costs = variants[key]
+        share = None
+        if groups.world.size > 1:  # every rank builds the same program: share wavek's search
+            from matris.train.dist.comm import allgather_object
+
+            share = (groups.rank, groups.world.size, allgather_object)
         self.program = build_program(p.schedule, self.P, self.M, model.num_blocks,
                                      lazy_p3=p.lazy_p3, wavek_k=p.wavek_k, costs=costs,
-                                     options=p.schedule_options, cuts=p.stage_cuts)
+                                     options=p.schedule_options, cuts=p.stage_cuts,
+                                     share=share)
         # The cuts the program's costs were priced at (see stage_cuts).
         self.cuts = stage_cuts(model, self.program.num_stages, p.stage_cuts, costs)
         all_stages = model.stages(self.cuts)

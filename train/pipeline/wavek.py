@@ -69,7 +69,7 @@ def candidates(waves=(0, 1), split_w=None, orders=("depth", "mb"), slacks=SLACKS
 
 def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
           mem_cap=None, waves=None, max_waves: int = 1, split_w=None,
-          orders=("depth", "mb"), slacks=SLACKS, **options) -> Program:
+          orders=("depth", "mb"), slacks=SLACKS, share=None, **options) -> Program:
     """Best list schedule over the candidate grid (see module docstring).
 
     Args:
@@ -83,6 +83,11 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
             2·max_waves·P blocks).
         split_w: True/False, or None to try both.
         orders, slacks: candidate priority rules and count-cap slacks.
+        share: ``(rank, size, allgather)`` to split the search over ``size`` processes
+            that all build this program (the trainer's ranks): each evaluates every
+            size-th candidate, ``allgather(obj)`` returns every process's obj in rank
+            order, and every process then rebuilds the chosen one. The result is the
+            unshared search's, in 1/size of its time.
         **options: lazy_p3, fused_turn, phases (as for the other generators).
     """
     from .schedules import _variant
@@ -98,35 +103,59 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
     levels = [[c] * P if isinstance(c, (int, float)) else list(c) for c in levels]
     caps = max(levels, key=sum)
     wave_list = list(range(max_waves + 1)) if waves is None else [waves]
-    table: list[dict] = []
-    best: list = [None]
 
-    def consider(cfg: dict, prog: Program | None, span=None, peak=None) -> None:
+    # The search as a list of independent tasks (pure: any process can evaluate any of
+    # them). Seeds first: the fixed patterns compete too, so at equal memory wavek is
+    # never slower than symfold / ZBV-4 or than Hanayo's rule under the same cap.
+    # (config, cap, make() → (program or None, extra config), timed by the list schedule)
+    tasks: list[tuple[dict, float, object, bool]] = []
+    for level in levels:
+        for cfg, make in _seeds(P, M, costs, level, wave_list, split_w, options):
+            tasks.append((cfg, max(level), make, False))
+        for cfg in candidates(wave_list, split_w, orders, slacks):
+            tasks.append((cfg, max(level), _list_task(P, M, costs, cfg, K, level, options),
+                          True))
+
+    def evaluate(i: int) -> tuple[dict, Program | None]:
+        cfg, cap, make, listed = tasks[i]
+        prog, extra = make()
+        row = {**cfg, **extra, "cap": cap}
         if prog is None:
-            table.append({**cfg, "makespan": None, "note": "stalled"})
-            return
-        if span is None:
+            return {**row, "makespan": None, "note": "stalled"}, None
+        if listed:  # the simulator reproduces the list schedule's times exactly
+            span, peak = (prog.meta["list_schedule"][k] for k in ("makespan", "peak_mem"))
+        else:
             sim = simulate(prog, costs)
             span, peak = sim.makespan, sim.peak_mem
         fits = all(p <= c + 1e-9 for p, c in zip(peak, caps))
-        table.append({**cfg, "makespan": span, "peak_mem": max(peak), "fits": fits})
-        if fits and (best[0] is None or span < best[0][0] * (1 - 1e-9)):
-            best[0] = (span, prog, cfg)
+        return {**row, "makespan": span, "peak_mem": max(peak), "fits": fits}, prog
 
-    # Seeds: the fixed patterns compete too, so at equal memory wavek is never slower
-    # than symfold / ZBV-4 or than Hanayo's rule under the same cap.
-    for level in levels:
-        for cfg, prog in _seeds(P, M, costs, level, wave_list, split_w, options):
-            consider({**cfg, "cap": max(level)}, prog)
-        for cfg in candidates(wave_list, split_w, orders, slacks):
-            for reserve in (False, True):  # reservation only if the plain rule stalls
-                prog = _try(P, M, costs, cfg, K, level, reserve, options)
-                if prog is not None:
-                    break
-            ls = prog.meta["list_schedule"] if prog is not None else {}
-            consider({**cfg, "reserve": reserve, "cap": max(level)}, prog,
-                     ls.get("makespan"), ls.get("peak_mem"))
-    best = best[0]
+    local: dict[int, Program | None] = {}
+    if share is None:
+        table = []
+        for i in range(len(tasks)):
+            row, local[i] = evaluate(i)
+            table.append(row)
+    else:  # each process evaluates every size-th task; the rows are exchanged
+        rank, size, allgather = share
+        mine = {}
+        for i in range(rank, len(tasks), size):
+            mine[i], local[i] = evaluate(i)
+        table = [None] * len(tasks)
+        for part in allgather(mine):
+            for i, row in part.items():
+                table[i] = row
+    chosen = None  # the first of the fastest (ties: the earlier, simpler configuration)
+    for i, row in enumerate(table):
+        if row.get("fits") and (chosen is None or
+                                row["makespan"] < table[chosen]["makespan"] * (1 - 1e-9)):
+            chosen = i
+    best = None
+    if chosen is not None:
+        prog = local[chosen] if chosen in local else evaluate(chosen)[1]
+        best = (table[chosen]["makespan"], prog, {k: v for k, v in table[chosen].items()
+                                                  if k not in ("makespan", "peak_mem",
+                                                               "fits")})
     if best is None:
         raise ScheduleError(f"wavek: no candidate fits mem_cap={mem_cap} at P={P}, M={M}")
     prog = best[1].with_orders(best[1].orders, name="wavek")
@@ -139,26 +168,49 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
 
 
 def _seeds(P, M, costs, caps, waves, split_w, options):
-    """(config, program) of the fixed patterns: symfold (linear) and Hanayo (waves)."""
+    """(config, make) of the fixed patterns: symfold (linear) and Hanayo (waves);
+    ``make()`` → (program or None, {})."""
     from .schedules import hanayo4, symfold
+
+    def make_symfold(split, fitted):
+        def make():
+            prog = symfold(P, M, costs, split_w=split, **options)
+            return (fit_splits(prog, costs, caps) if fitted else prog), {}
+        return make
+
+    def make_hanayo(w, split, mode):
+        def make():
+            try:
+                return hanayo4(P, M, costs, waves=w, split_w=split, mem_cap=caps,
+                               split_mode=mode, **options), {}
+            except ScheduleError:
+                return None, {}
+        return make
 
     for split in ([False, True] if split_w is None else [split_w]):
         for w in waves:
             if w == 0:
-                prog = symfold(P, M, costs, split_w=split, **options)
-                yield ({"waves": 0, "split_w": split, "order": "symfold-cyclic"}, prog)
+                yield ({"waves": 0, "split_w": split, "order": "symfold-cyclic"},
+                       make_symfold(split, False))
                 if split:  # ZBV-4's order, phases run whole where the queues overflow
                     yield ({"waves": 0, "split_w": split, "order": "symfold-cyclic",
-                            "split_mode": "fitted"}, fit_splits(prog, costs, caps))
+                            "split_mode": "fitted"}, make_symfold(split, True))
                 continue
             for mode in (("all", "fits", "fitted") if split else ("all",)):
-                try:
-                    prog = hanayo4(P, M, costs, waves=w, split_w=split, mem_cap=caps,
-                                   split_mode=mode, **options)
-                except ScheduleError:
-                    prog = None
                 yield ({"waves": w, "split_w": split, "order": "hanayo-rule",
-                        "split_mode": mode}, prog)
+                        "split_mode": mode}, make_hanayo(w, split, mode))
+
+
+def _list_task(P, M, costs, cfg, K, caps, options):
+    """``make()`` of a list-scheduled candidate: (program or None, {"reserve": ...});
+    the admission reservation is tried only if the plain rule stalls."""
+    def make():
+        for reserve in (False, True):
+            prog = _try(P, M, costs, cfg, K, caps, reserve, options)
+            if prog is not None:
+                break
+        return prog, {"reserve": reserve}
+    return make
 
 
 def _try(P, M, costs, cfg, K, caps, reserve, options) -> Program | None:
