@@ -178,6 +178,22 @@ def read_index(path: str | Path) -> dict:
     return json.loads((path / "index.json").read_text())
 
 
+def check_stage_cuts(path: str | Path, index: dict, cuts: list[int] | None) -> None:
+    """Refuse to resume a pipeline run whose stage cuts differ from the checkpoint's.
+
+    Each rank's part holds its stages' parameters and optimizer state, so different cuts
+    (``parallel.costs`` re-measured, or ``parallel.stage_cuts`` changed) would put them on
+    the wrong ranks. Checkpoints written before the cuts were recorded are not checked.
+    """
+    saved = index.get("stage_cuts")
+    if saved is None or cuts is None or list(saved) == list(cuts):
+        return
+    raise ValueError(f"{path} was written with pipeline stage cuts {list(saved)}; this run "
+                     f"cuts the model at {list(cuts)} (parallel.costs or parallel.stage_cuts "
+                     f"changed since). Resume with the cost file the checkpoint was written "
+                     f"with, or, for a linear placement, set parallel.stage_cuts={list(saved)}")
+
+
 def load_checkpoint(path: str | Path, rank: int, world_size: int,
                     expect: dict | None = None) -> dict:
     """Load this rank's part of checkpoint ``path``.

@@ -15,7 +15,13 @@ import torch
 
 from . import dist as mdist
 from .batch import Batch
-from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpointing import (
+    check_stage_cuts,
+    latest_checkpoint,
+    load_checkpoint,
+    read_index,
+    save_checkpoint,
+)
 from .config import TrainConfig, to_yaml
 from .data import GraphDataset, StepLoader
 from .edge_counts import edge_counts
@@ -145,9 +151,10 @@ class Trainer:
 
     def save(self) -> Path:
         topo = {"pp": self.topology.pp, "dp": self.topology.dp, "gp": self.topology.gp}
+        meta = {"topology": topo, "stage_cuts": self.stage_cuts}
         return save_checkpoint(self.cfg.checkpoint_dir, self.step, self.env.rank, self.state(),
                                world_size=self.env.world_size, config_yaml=to_yaml(self.cfg),
-                               meta={"topology": topo}, barrier=mdist.barrier,
+                               meta=meta, barrier=mdist.barrier,
                                keep_last=self.cfg.checkpoint.keep_last)
 
     def resume(self) -> Path | None:
@@ -156,9 +163,16 @@ class Trainer:
         if path is None:
             return None
         topo = {"pp": self.topology.pp, "dp": self.topology.dp, "gp": self.topology.gp}
+        check_stage_cuts(path, read_index(path), self.stage_cuts)
         self.load_state(load_checkpoint(path, self.env.rank, self.env.world_size,
                                         expect={"topology": topo}))
         return path
+
+    @property
+    def stage_cuts(self) -> list[int] | None:
+        """The pipeline runner's stage cuts (None without pipeline parallelism)."""
+        cuts = getattr(self.runner, "cuts", None)
+        return None if cuts is None else [int(c) for c in cuts]
 
     # ------------------------------------------------------------------ one step
     def compute_gradients(self, batches: list[Batch]) -> tuple[StepResult, dict[str, float]]:

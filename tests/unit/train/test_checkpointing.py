@@ -39,6 +39,20 @@ def test_save_load_latest_and_keep_last(tmp_path):
         ck.load_checkpoint(latest, rank=0, world_size=1, expect={"topology": {"dp": 2}})
 
 
+def test_resume_refuses_other_stage_cuts(tmp_path):
+    """Pipeline parts hold their stages' parameters: other cuts (a re-measured cost file)
+    would put them on the wrong ranks; the message names both and the way back."""
+    path = ck.save_checkpoint(tmp_path, 5, 0, {"step": 5}, world_size=1, config_yaml="",
+                              meta={"topology": {"pp": 2}, "stage_cuts": [1, 3]})
+    index = ck.read_index(path)
+    ck.check_stage_cuts(path, index, [1, 3])
+    with pytest.raises(ValueError, match=r"stage cuts \[1, 3\]; this run cuts the model at "
+                                         r"\[2, 3\].*parallel.stage_cuts=\[1, 3\]"):
+        ck.check_stage_cuts(path, index, [2, 3])
+    old = ck.read_index(_save(tmp_path / "old", 1, 1))   # written before cuts were recorded
+    ck.check_stage_cuts(path, old, [2, 3])
+
+
 def test_incomplete_checkpoint_is_never_picked(tmp_path):
     _save(tmp_path, 10, 1)
     half = ck.step_dir(tmp_path, 20)
