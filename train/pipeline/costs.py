@@ -42,7 +42,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from matris.cuts import balance
+from matris.cuts import balance, validate_cuts
 
 from .actions import BOUNDARY, W_OF, Action, Kind
 
@@ -121,14 +121,17 @@ class CostModel:
             if not self.split_factor.get(key, 1.0) >= 1.0:
                 raise ValueError(f"split_factor[{key}] must be >= 1")
         if self.unit_cuts is not None:
-            cuts = tuple(int(c) for c in self.unit_cuts)
+            top = self.model_blocks if self.model_blocks is not None else \
+                max(map(int, self.unit_cuts), default=0)
+            try:
+                cuts = tuple(validate_cuts(self.unit_cuts, top))
+            except ValueError as err:
+                raise ValueError(f"cuts do not describe {n} stages of a model with "
+                                 f"{self.model_blocks} blocks: {err}") from None
+            if len(cuts) != n - 1:
+                raise ValueError(f"cuts {list(cuts)} do not describe {n} stages (need "
+                                 f"{n - 1} cuts)")
             object.__setattr__(self, "unit_cuts", cuts)
-            top = math.inf if self.model_blocks is None else self.model_blocks
-            if len(cuts) != n - 1 or any(b <= a for a, b in itertools.pairwise(cuts)) or (
-                    cuts and not 0 <= cuts[0] <= cuts[-1] <= top):
-                raise ValueError(f"cuts {list(cuts)} do not describe {n} stages of a model "
-                                 f"with {self.model_blocks} blocks (need {n - 1} strictly "
-                                 "increasing block indices)")
 
     @property
     def num_stages(self) -> int:
@@ -164,10 +167,14 @@ class CostModel:
         if self.unit_cuts is None:
             raise ValueError("this cost model is not tied to cuts of a model; use "
                              "for_stages (depth share)")
-        cuts = [int(c) for c in cuts]
         pos = {c: i + 1 for i, c in enumerate(self.unit_cuts)}  # cut → first stage after
-        if any(c not in pos for c in cuts) or any(b <= a for a, b in itertools.pairwise(cuts)):
-            raise ValueError(f"cuts {cuts} are not increasing cuts among the measured ones "
+        given = list(cuts)
+        try:
+            cuts = validate_cuts(given, max(self.unit_cuts, default=0))
+        except ValueError:
+            cuts = None
+        if cuts is None or any(c not in pos for c in cuts):
+            raise ValueError(f"cuts {given} are not increasing cuts among the measured ones "
                              f"{list(self.unit_cuts)}")
         if cuts == list(self.unit_cuts):
             return self
