@@ -195,14 +195,16 @@ def check_stage_cuts(path: str | Path, index: dict, cuts: list[int] | None) -> N
 
 
 def load_checkpoint(path: str | Path, rank: int, world_size: int,
-                    expect: dict | None = None) -> dict:
+                    expect: dict | None = None, stage_cuts: list[int] | None = None) -> dict:
     """Load this rank's part of checkpoint ``path``.
 
     ``expect`` (e.g. the topology) must match the values stored in ``index.json``; a
     checkpoint written by a different world size or topology is refused with a message
-    naming both (resharding is not supported).
+    naming both (resharding is not supported). ``stage_cuts``: the pipeline's cuts, see
+    :func:`check_stage_cuts`.
     """
     index = read_index(path)
+    check_stage_cuts(path, index, stage_cuts)
     if index["world_size"] != world_size:
         raise ValueError(f"{path} was written by {index['world_size']} ranks, this job has "
                          f"{world_size}; resume with the same mpirun -n and parallel settings")

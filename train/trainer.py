@@ -15,13 +15,7 @@ import torch
 
 from . import dist as mdist
 from .batch import Batch
-from .checkpointing import (
-    check_stage_cuts,
-    latest_checkpoint,
-    load_checkpoint,
-    read_index,
-    save_checkpoint,
-)
+from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, to_yaml
 from .data import GraphDataset, StepLoader
 from .edge_counts import edge_counts
@@ -163,9 +157,9 @@ class Trainer:
         if path is None:
             return None
         topo = {"pp": self.topology.pp, "dp": self.topology.dp, "gp": self.topology.gp}
-        check_stage_cuts(path, read_index(path), self.stage_cuts)
         self.load_state(load_checkpoint(path, self.env.rank, self.env.world_size,
-                                        expect={"topology": topo}))
+                                        expect={"topology": topo},
+                                        stage_cuts=self.stage_cuts))
         return path
 
     @property
