@@ -150,20 +150,17 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
         if row.get("fits") and (chosen is None or
                                 row["makespan"] < table[chosen]["makespan"] * (1 - 1e-9)):
             chosen = i
-    best = None
-    if chosen is not None:
-        prog = local[chosen] if chosen in local else evaluate(chosen)[1]
-        best = (table[chosen]["makespan"], prog, {k: v for k, v in table[chosen].items()
-                                                  if k not in ("makespan", "peak_mem",
-                                                               "fits")})
-    if best is None:
+    if chosen is None:
         raise ScheduleError(f"wavek: no candidate fits mem_cap={mem_cap} at P={P}, M={M}")
-    prog = best[1].with_orders(best[1].orders, name="wavek")
+    found = local[chosen] if chosen in local else evaluate(chosen)[1]
+    span = table[chosen]["makespan"]
+    prog = found.with_orders(found.orders, name="wavek")
     sim = simulate(prog, costs)  # the list schedule replays exactly; check it
-    if abs(sim.makespan - best[0]) > 1e-6 * max(1.0, best[0]):
-        raise ScheduleError(f"wavek: replay {sim.makespan} != list schedule {best[0]}")
-    prog.meta.update({"chosen": best[2], "mem_cap": caps, "candidates": table,
-                      "K": K})
+    if abs(sim.makespan - span) > 1e-6 * max(1.0, span):
+        raise ScheduleError(f"wavek: replay {sim.makespan} != list schedule {span}")
+    config = {k: v for k, v in table[chosen].items() if k not in ("makespan", "peak_mem",
+                                                                    "fits")}
+    prog.meta.update({"chosen": config, "mem_cap": caps, "candidates": table, "K": K})
     return validate(prog)
 
 
