@@ -94,18 +94,17 @@ def parse_label(label: str) -> tuple[str, bool, dict]:
 
 
 def resolve_options(options: dict, P: int, M: int, blocks: int, lazy: bool,
-                    cost_file: str) -> dict:
-    """``"mem_cap": "symfold"`` → the cost model's forecast of symfold's peak (the largest
-    rank's bytes), so that a label can ask for "W split within symfold's memory"."""
+                    costs) -> dict:
+    """``"mem_cap": "symfold"`` → the forecast of symfold's peak by ``costs`` (the run's
+    CostModel; the largest rank's bytes), so that a label can ask for "W split within
+    symfold's memory"."""
     if options.get("mem_cap") != "symfold":
         return options
-    from matris.train.pipeline.costs import load_costs
     from matris.train.pipeline.executor import build_program
     from matris.train.pipeline.simulate import simulate
 
-    if not cost_file:
+    if costs is None:
         raise ValueError('"mem_cap": "symfold" needs --costs (bytes to forecast with)')
-    costs = load_costs(cost_file)["lazy" if lazy else "eager"]
     ref = build_program("symfold", P, M, blocks, lazy_p3=lazy, costs=costs)
     return {**options, "mem_cap": max(simulate(ref, costs).peak_mem)}
 
@@ -118,6 +117,7 @@ def worker_real(out: str, M: int, blocks: int, width: int, atoms: int, repeats: 
     from matris.model import MatRIS
     from matris.train import dist as mdist
     from matris.train.config import load_config
+    from matris.train.pipeline.costs import load_costs
     from matris.train.pipeline.executor import PipelineRunner
     from matris.train.pipeline.memory import LiveSaved
     from matris.train.pipeline.testing import counts_of
@@ -129,10 +129,12 @@ def worker_real(out: str, M: int, blocks: int, width: int, atoms: int, repeats: 
     model = MatRIS(preset("tiny", num_blocks=blocks, width=width)).float()
     batches = real_batches(M, atoms)
     counts = counts_of(batches)
+    bundle = load_costs(cost_file) if cost_file else {}
     runners = {}
     for label in labels:
         name, lazy, options = parse_label(label)
-        options = resolve_options(options, P, M, blocks, lazy, cost_file)
+        options = resolve_options(options, P, M, blocks, lazy,
+                                  bundle.get("lazy" if lazy else "eager"))
         cfg = load_config(None, ["train.dtype=float32", "train.device=cpu", f"parallel.pp={P}",
                                  f"parallel.microbatches={M}", f"parallel.schedule={name}",
                                  f"parallel.lazy_p3={lazy}",
@@ -204,15 +206,15 @@ def summarize_real(path: str) -> dict:
 
     data = json.loads(Path(path).read_text())
     info, out = data["info"], {}
+    bundle = load_costs(info["costs"]) if info.get("costs") else {}
     for label, runs in data["raw"].items():
         walls = [r["wall"] for r in runs]
         med = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
         slices = [TraceSlice(d, parse_action(a), s, e) for a, d, s, e in med["slices"]]
         stats = trace_stats(slices, info["P"])
         name, lazy, options = parse_label(label)
-        cf = info.get("costs")
-        options = resolve_options(options, info["P"], info["M"], info["blocks"], lazy, cf)
-        costs = load_costs(cf)["lazy" if lazy else "eager"] if cf else None
+        costs = bundle.get("lazy" if lazy else "eager")
+        options = resolve_options(options, info["P"], info["M"], info["blocks"], lazy, costs)
         prog = build_program(name, info["P"], info["M"], info["blocks"], lazy_p3=lazy,
                              costs=costs, options=options)
         sim = replay(prog, slices)
