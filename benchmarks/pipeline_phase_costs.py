@@ -3,20 +3,23 @@ factor, activation bytes |A| / |A'| and boundary tensor bytes; write a CostModel
 
     python benchmarks/pipeline_phase_costs.py [--preset 10m] [--repeats 3] [--date D]
 
-One process, one torch thread, float32. The model is cut at every interaction block
-(``cuts = [0, 1, ..., L−1]``): stage 0 = embedding, stages 1..L−1 = one block each, the
-last stage = the final block + readout (so that the last stage's turn, and the fused
-turn, are measured on real work). A realistic micro-batch (a 32-atom fcc Cu–Au cell and a
-16-atom diamond Si cell, rattled) runs through the executor's own
-phase code (``matris.train.pipeline.phases``) as a one-rank chain, stage by stage:
+One process, one torch thread, float32. The model is cut at every unit
+(``cuts = [0, 1, ..., L]``): stage 0 = embedding, stages 1..L = one block each, stage
+L + 1 = the readout alone (so that a cost file prices every stage count up to L + 2; runs
+before 2026-11-22 had the final block and the readout in one stage). A realistic
+micro-batch (a 32-atom fcc Cu–Au cell and a 16-atom diamond Si cell, rattled) runs
+through the executor's own phase code (``matris.train.pipeline.phases``) as a one-rank
+chain, stage by stage:
 
 * run **eager**: P1 0→S−1, P2 S−1→0 (create_graph), P3 0→S−1, P4 S−1→0;
 * run **eager + W split**: the same with P3 / P4 split into critical part + W (the
   executor defers the linear maps' weight GEMMs, ``matris.nn.deferred``; ``split_factor``
   = (critical + W) / unsplit, 1 for a free split);
-* run **lazy**: P3 = ā only, P4 = the rest (the last stage's lazy P4 *is* the fused
-  turn: fused factor = its time / (t3 + t4) of the eager run);
-* run **lazy + W4 split**.
+* run **lazy**: P3 = ā only, P4 = the rest;
+* run **lazy + W4 split**;
+* the whole model as one stage, eager (Σ unit stages − it = the fixed per-stage cost)
+  and lazy (a last stage's lazy P4 *is* the fused turn: fused factor = its time / (t3 +
+  t4) of the eager whole-model run; the readout-alone stage is too small to measure it).
 
 Each run is repeated; per-action times are medians. |A| (|A'|) = bytes of the distinct
 tensors saved for backward during P1 (P2) of a stage, parameters excluded (torch's
@@ -108,6 +111,19 @@ def uniform_models(models: dict, num: int = 10) -> dict[str, CostModel]:
     return out
 
 
+def block_stages(stages: list) -> list[int]:
+    """Indices of the measured stages that hold exactly one interaction block and no
+    readout (``stages``: [first block, stop block, last] per stage)."""
+    return [s for s, (a, b, last) in enumerate(stages) if b - a == 1 and not last]
+
+
+def unit_text(stages: list) -> str:
+    a, b, _ = stages[-1]
+    if a == b:
+        return "stage 0 = embedding, 1..L = one interaction block, last = the readout alone"
+    return "stage 0 = embedding, 1..L−1 = one interaction block, last = final block + readout"
+
+
 def write_markdown(res: dict, models: dict, path: Path) -> None:
     info, d = res["info"], res["derived"]
     S = len(info["stages"])
@@ -118,8 +134,8 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
          f"{res['repeats']} repeats. Load average {res['load'][0]:.1f} → "
          f"{res['load'][1]:.1f} (2 cores shared with other jobs: absolute times carry "
          "±30 %; ratios within one run are steadier).", "",
-         "Units: stage 0 = embedding, 1..L−1 = one interaction block, last = final "
-         "block + readout. Times in ms; |A|, |A'| and the W queues' extra bytes |Q3|, |Q4| "
+         f"Units: {unit_text(info['stages'])}. Times in ms; |A|, |A'| and the W queues' "
+         "extra bytes |Q3|, |Q4| "
          "(eager split; lazy split |Q4| in the last column) in MiB.", "",
          "| stage | t1 | t2 | t3 | t4 | lazy t3 | lazy t4 | c3 + W3 | c4 + W4 | |A| | |A'| "
          "| |Q3| | |Q4| | lazy |Q4| |",
@@ -134,7 +150,7 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
                  + " | ".join(f"{x / 2**20:,.1f}" for x in (e.mem_a[s], e.mem_ap[s],
                                                           e.mem_q3[s], e.mem_q4[s],
                                                           z.mem_q4[s])) + " |")
-    blk = range(1, S - 1)
+    blk = block_stages(info["stages"])
 
     def ratio(cm):
         tot = [sum(cm.stage_times[s][k] for s in blk) for k in range(4)]
@@ -149,7 +165,9 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
           f"{d['split_factor_P3']:.2f}, P4 {d['split_factor_P4']:.2f}, lazy P4 "
           f"{d['lazy_split_factor_P4']:.2f} (W = the deferred weight GEMMs of the linear "
           "maps; 1.00 would be a free split)",
-          f"- fused turn (last stage, = its lazy P4) / (t3 + t4): {d['fused_factor']:.2f}",
+          f"- fused turn (a last stage's lazy P4) / (t3 + t4): {d['fused_factor']:.2f} "
+          + ("(the whole model as one stage)" if "whole_lazy" in med else
+             "(measured on the final block + readout stage)"),
           "- fixed cost per extra stage ((Σ unit stages − the model as one stage) / (S − 1)), "
           "ms for P1..P4: " + ", ".join(f"{x * 1e3:.1f}" for x in
                                         d.get("stage_overhead", (0.0,) * 4))

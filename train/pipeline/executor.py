@@ -95,9 +95,10 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
             costs = costs.for_cuts(cuts)
         if name == "hanayo4" and costs.max_stages < 2 * P:
             raise ValueError(f"hanayo4 places 2·pp = {2 * P} stages but the cost model "
-                             f"({costs.label}) measured {costs.num_stages} (a readout-only "
-                             "stage is never measured); use a deeper model, another "
-                             "schedule, or no parallel.costs")
+                             f"({costs.label}) measured {costs.num_stages} (files written "
+                             "before the readout was measured as a stage of its own lack "
+                             "it: re-measure with `matris-train costs`); use a deeper "
+                             "model, another schedule, or no parallel.costs")
     costs = costs or default_costs(P, lazy_p3)
     options = {**(options or {}), "lazy_p3": lazy_p3}
     if name == "wavek":

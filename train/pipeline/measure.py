@@ -2,10 +2,11 @@
 
 The torch side of ``benchmarks/pipeline_phase_costs.py`` and ``matris-train costs``: one
 micro-batch runs through the executor's own phase code (:class:`FourPhase`) as a one-rank
-chain over the model cut at every interaction block (stage 0 = embedding, then one block
-per stage, the last = final block + readout), phase by phase, in five variants
-(:data:`RUNS`): eager, eager with W3/W4 split, lazy P3, lazy with W4 split, and the whole
-model as one stage (for the fixed per-stage cost). Per-action times are medians over the
+chain over the model cut at every unit (stage 0 = embedding, then one interaction block
+per stage, the last = the readout alone), phase by phase, in six variants (:data:`RUNS`):
+eager, eager with W3/W4 split, lazy P3, lazy with W4 split, and the whole model as one
+stage, eager (for the fixed per-stage cost) and lazy (its P4 is the fused turn of a last
+stage that holds real work). Per-action times are medians over the
 repeats; |A| (|A'|) = bytes of the distinct tensors saved for backward during P1 (P2) of a
 stage, parameters excluded (``saved_tensors_hooks``); |Q3| (|Q4|) = bytes of the distinct
 gradient factors a split P3 (P4) queues for its W action that A and A' do not hold already.
@@ -78,9 +79,12 @@ def queue_bytes(queue, held: set, params: set) -> int:
 
 
 RUNS = {"eager": (False, ()), "eager_split": (False, (Kind.P3, Kind.P4)),
-        "lazy": (True, ()), "lazy_split": (True, (Kind.P4,)), "whole": (False, ())}
+        "lazy": (True, ()), "lazy_split": (True, (Kind.P4,)), "whole": (False, ()),
+        "whole_lazy": (True, ())}
 #: "whole": the model as one stage (eager); Σ unit stages − whole = the fixed cost of the
 #: extra stages (geometry recompute, leaves, dispatch), see ``stage_overhead``.
+#: "whole_lazy": its lazy P4 is the fused turn (P3 + P4 in one call) of a stage with every
+#: block; the unit chain's last stage is the readout alone, too small to measure it on.
 
 
 def run_chain(model, stages, batch, loss, *, lazy: bool, split, memory: bool = False):
@@ -152,7 +156,9 @@ def measure_runs(model, batch, loss, repeats: int = 3, log=print) -> dict:
     queues (``"Q3:s"``, ``"Q4:s"`` eager, ``"lazy Q4:s"``), boundary bytes.
     """
     cfg = model.config
-    stages = model.stages(list(range(cfg.num_blocks)))
+    # Cuts 0..L: the readout is a stage of its own, so that a cost file can price every
+    # stage count up to L + 2 (a wave with 2P = L + 2 stages ends on the readout alone).
+    stages = model.stages(list(range(cfg.num_blocks + 1)))
     whole = model.stages([])
     g = batch.graph
     info = {"atoms": g.n_atoms, "edges": g.n_edges, "bonds": g.n_bonds,
@@ -172,8 +178,8 @@ def measure_runs(model, batch, loss, repeats: int = 3, log=print) -> dict:
     for i, run in enumerate(order):
         lazy, split = RUNS[run]
         t = time.time()
-        times, _, _ = run_chain(model, whole if run == "whole" else stages, batch, loss,
-                                lazy=lazy, split=split)
+        chain = whole if run.startswith("whole") else stages
+        times, _, _ = run_chain(model, chain, batch, loss, lazy=lazy, split=split)
         for k, v in times.items():
             samples[run].setdefault(f"{k[0].name}:{k[1]}", []).append(v)
         if log is not None:
@@ -202,8 +208,10 @@ def cost_models(res: dict, label: str) -> dict[str, CostModel]:
     w3, f3 = share("eager_split", "P3", "W3")
     w4, f4 = share("eager_split", "P4", "W4")
     lw4, lf4 = share("lazy_split", "P4", "W4")
-    last = S - 1
-    fused = t("lazy", "P4", last) / (t("eager", "P3", last) + t("eager", "P4", last))
+    if "whole_lazy" in med:  # the fused turn of a stage with every block (see RUNS)
+        fused = t("whole_lazy", "P4", 0) / (t("whole", "P3", 0) + t("whole", "P4", 0))
+    else:  # files measured before the readout had its own stage: last = block + readout
+        fused = t("lazy", "P4", S - 1) / (t("eager", "P3", S - 1) + t("eager", "P4", S - 1))
     # Fixed per-stage cost: (Σ over the S unit stages − the model as one stage) / (S − 1),
     # per phase (eager runs; applied to both variants: lazy P3 of a single stage has no
     # boundary to differentiate, so the lazy runs cannot separate it).

@@ -37,18 +37,23 @@ def test_costs_command_writes_a_bundle_wavek_uses(tmp_path, capsys):
     models = load_costs(out)
     assert set(models) == {"eager", "lazy"} and models["lazy"].lazy_p3
     eager = models["eager"]
-    assert eager.num_stages == 5                 # embedding, 3 single blocks, last + readout
+    assert eager.num_stages == 6                 # embedding, 4 single blocks, readout
     assert all(t[0] > 0 and t[2] > 0 for t in eager.stage_times[1:])
     assert 0 < eager.w_frac["P3"] < 1 and eager.split_factor["P3"] >= 1
     assert min(eager.mem_a) > 0 and len(eager.stage_overhead) == 4
     # The W queues of the block stages hold new gradient factors (eager: both orders;
     # lazy: P3 is never split).
     lazy = models["lazy"]
-    assert min(eager.mem_q3[1:4]) > 0 and min(eager.mem_q4[1:4]) > 0
-    assert max(lazy.mem_q3) == 0 and min(lazy.mem_q4[1:4]) > 0
+    assert min(eager.mem_q3[1:5]) > 0 and min(eager.mem_q4[1:5]) > 0
+    assert max(lazy.mem_q3) == 0 and min(lazy.mem_q4[1:5]) > 0
     # The file records the measured cuts, so its stage costs are those of real cuts.
-    assert eager.unit_cuts == (0, 1, 2, 3) and eager.model_blocks == 4
-    # With a measured file wavek weighs the wave placement too (5 measured stages ≥ 2P);
+    assert eager.unit_cuts == (0, 1, 2, 3, 4) and eager.model_blocks == 4
+    # The readout alone is a small stage; the fused turn is measured on the whole model.
+    assert sum(eager.stage_times[5]) < 0.5 * sum(eager.stage_times[4])
+    assert 0 < eager.fused_factor < 2
+    # Every unit measured: a wave on all 6 (P = 3) is priced, readout stage alone included.
+    assert build_program("hanayo4", 3, 6, 4, costs=eager).num_stages == 6
+    # With a measured file wavek weighs the wave placement too (6 measured stages ≥ 2P);
     # with the built-in profile it keeps the linear V. It searches the W split with a file
     # tied to cuts (its memory sizes are the runner's stages), not with depth-share costs
     # unless asked (search_w).
