@@ -48,6 +48,7 @@ from matris.config import preset
 from matris.graph import build_graph
 from matris.model import MatRIS
 from matris.train.config import LossConfig
+from matris.train.cpu_allocator import tune_cpu_allocator
 from matris.train.graph_parallel.testing import labelled_batch
 from matris.train.pipeline.costs import CostModel, save_costs
 from matris.train.pipeline.measure import cost_models, measure_runs
@@ -133,7 +134,8 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
          f"atoms, {info['edges']} edges, {info['angles']} angles; medians of "
          f"{res['repeats']} repeats. Load average {res['load'][0]:.1f} → "
          f"{res['load'][1]:.1f} (2 cores shared with other jobs: absolute times carry "
-         "±30 %; ratios within one run are steadier).", "",
+         "±30 %; ratios within one run are steadier). glibc malloc thresholds pinned "
+         f"(`train/cpu_allocator.py`): {'yes' if res.get('malloc_tuned') else 'no'}.", "",
          f"Units: {unit_text(info['stages'])}. Times in ms; |A|, |A'| and the W queues' "
          "extra bytes |Q3|, |Q4| "
          "(eager split; lazy split |Q4| in the last column) in MiB.", "",
@@ -198,6 +200,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rebuild", help="re-derive the cost files and report from a result "
                     "JSON of an earlier run (no measuring)")
     args = ap.parse_args(argv)
+    # As the trainer does: without it the whole-model run's P3 (which sets the fixed
+    # per-stage cost) was up to 1.7x slower than its blocks (train/cpu_allocator.py).
+    tuned = tune_cpu_allocator()
     if args.rebuild:
         res = json.loads(Path(args.rebuild).read_text())
         args.date = res["date"]
@@ -206,7 +211,7 @@ def main(argv=None) -> int:
         res = measure(args)
         res.update({"date": args.date, "repeats": args.repeats, "load": [load0[0],
                     os.getloadavg()[0]], "argv": " ".join(sys.argv[1:]), "machine": MACHINE,
-                    "threads": torch.get_num_threads()})
+                    "threads": torch.get_num_threads(), "malloc_tuned": tuned})
     models = cost_models(res, label_of(res))
     stem = RESULTS / f"pipeline_phase_costs_{args.date}"
     res["costs_file"] = f"benchmarks/results/{stem.name}.costs.json"

@@ -386,6 +386,9 @@ def add_parsers(sub) -> None:
 
 
 def main(argv=None) -> int:
+    from matris.train.cpu_allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()  # as the trainer does (train/cli.py)
     argv = sys.argv[1:] if argv is None else argv
     kind, rest = argv[0], argv[1:]
     if kind == "worker-real":

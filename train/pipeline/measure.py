@@ -208,16 +208,23 @@ def cost_models(res: dict, label: str) -> dict[str, CostModel]:
     w3, f3 = share("eager_split", "P3", "W3")
     w4, f4 = share("eager_split", "P4", "W4")
     lw4, lf4 = share("lazy_split", "P4", "W4")
-    if "whole_lazy" in med:  # the fused turn of a stage with every block (see RUNS)
-        fused = t("whole_lazy", "P4", 0) / (t("whole", "P3", 0) + t("whole", "P4", 0))
-    else:  # files measured before the readout had its own stage: last = block + readout
-        fused = t("lazy", "P4", S - 1) / (t("eager", "P3", S - 1) + t("eager", "P4", S - 1))
     # Fixed per-stage cost: (Σ over the S unit stages − the model as one stage) / (S − 1),
     # per phase (eager runs; applied to both variants: lazy P3 of a single stage has no
     # boundary to differentiate, so the lazy runs cannot separate it).
     overhead = tuple(max(0.0, (sum(t("eager", k, s) for s in range(S)) - t("whole", k, 0))
                          / (S - 1)) if "whole" in med and S > 1 else 0.0
                      for k in ("P1", "P2", "P3", "P4"))
+    if "whole_lazy" in med:
+        # The fused turn of a stage holding every block (see RUNS), over that stage's
+        # t3 + t4 as the cost model prices it: the unit stages' sum less the overhead of
+        # the S − 1 extra stages (CostModel.for_cuts). Not over the whole run's own eager
+        # P3: on CPU a stage with many blocks runs P3 slower than the sum of its blocks
+        # (docs/schedules.md, section 10), which would flatter the fused call.
+        merged = sum(t("eager", k, s) for k in ("P3", "P4") for s in range(S)) \
+            - (S - 1) * (overhead[2] + overhead[3])
+        fused = t("whole_lazy", "P4", 0) / merged
+    else:  # files measured before the readout had its own stage: last = block + readout
+        fused = t("lazy", "P4", S - 1) / (t("eager", "P3", S - 1) + t("eager", "P4", S - 1))
 
     def sizes(key):
         return tuple(float(mem.get(f"{key}:{s}", 0.0)) for s in range(S))
