@@ -330,21 +330,22 @@ def toy_profile(variant: str, num_stages: int, **kw) -> CostModel:
 
 
 #: Phase ratios t1:t2:t3:t4 of the whole model (uniform stages), W shares and split
-#: factors of the executor's deferred-GEMM W split, fused-turn factor and |A'|/|A|,
-#: measured on the 10M preset on CPU (fp32, 1 thread, 48 atoms / 17,170 angles per
-#: micro-batch) by ``benchmarks/pipeline_phase_costs.py``, 2026-11-22
-#: (results/pipeline_phase_costs_2026-11-22.*; split factors below 1 are noise, clamped
-#: to 1); W-queue sizes |Q3|, |Q4| / |A| from the run 2026-11-22c. The executor's default
-#: cost model when ``parallel.costs`` is not set.
-_LABEL = "10M preset, CPU fp32 1 thread, measured 2026-11-22 (uniform stages)"
+#: factors of the executor's deferred-GEMM W split, fused-turn factor and |A'|/|A|, W-queue
+#: sizes |Q3|, |Q4| / |A|, measured on the 10M preset on CPU (fp32, 1 thread, 48 atoms /
+#: 17,170 angles per micro-batch) by ``benchmarks/pipeline_phase_costs.py``, 2026-11-22f
+#: (results/pipeline_phase_costs_2026-11-22f.*: after the deferred-gradient fix, malloc
+#: tuned, the fused turn measured on the whole model). The executor's default cost model
+#: when ``parallel.costs`` is not set. (Before: the 2026-11-22 run, t3 = 3.87 t1, P4
+#: split factor 1.08, under a falling load.)
+_LABEL = "10M preset, CPU fp32 1 thread, measured 2026-11-22f (uniform stages)"
 MEASURED_10M_CPU: dict | None = {
-    "eager": {"ratios": (1.0, 1.078, 3.872, 1.299), "w_frac": {"P3": 0.199, "P4": 0.276},
-              "split_factor": {"P3": 1.0, "P4": 1.084}, "fused_factor": 0.740,
-              "mem_ap_over_a": 1.043, "mem_q3_over_a": 1.48, "mem_q4_over_a": 1.06,
+    "eager": {"ratios": (1.0, 1.127, 4.762, 1.745), "w_frac": {"P3": 0.209, "P4": 0.298},
+              "split_factor": {"P3": 1.029, "P4": 1.023}, "fused_factor": 0.752,
+              "mem_ap_over_a": 1.042, "mem_q3_over_a": 1.48, "mem_q4_over_a": 1.06,
               "label": f"{_LABEL}, eager P3"},
-    "lazy": {"ratios": (1.0, 1.053, 2.119, 4.131), "w_frac": {"P3": 0.0, "P4": 0.197},
-             "split_factor": {"P3": 1.0, "P4": 1.074}, "fused_factor": 0.740,
-             "mem_ap_over_a": 1.043, "mem_q4_over_a": 1.59, "label": f"{_LABEL}, lazy P3"},
+    "lazy": {"ratios": (1.0, 1.107, 2.604, 4.976), "w_frac": {"P3": 0.0, "P4": 0.211},
+             "split_factor": {"P3": 1.0, "P4": 1.005}, "fused_factor": 0.752,
+             "mem_ap_over_a": 1.042, "mem_q4_over_a": 1.59, "label": f"{_LABEL}, lazy P3"},
 }
 
 
