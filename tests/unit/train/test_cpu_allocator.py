@@ -14,9 +14,10 @@ from matris.train import cpu_allocator
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
-# A 64 MiB buffer allocated, touched and freed, ten times after a warm-up. Untuned, glibc serves it with
-# mmap (its dynamic mmap threshold never exceeds 32 MiB) and unmaps it on free, so each
-# cycle faults every page in again; tuned, it comes from the heap and is reused.
+# A 64 MiB buffer allocated, touched and freed, ten times after a warm-up. Untuned, glibc
+# serves it with mmap (its dynamic mmap threshold never exceeds 32 MiB) and unmaps it on
+# free, so each cycle faults every page in again; tuned, it comes from the heap and is
+# reused.
 CYCLES = """
 import resource, torch
 from matris.train.cpu_allocator import tune_cpu_allocator
