@@ -218,8 +218,8 @@ def cost_models(res: dict, label: str) -> dict[str, CostModel]:
         # The fused turn of a stage holding every block (see RUNS), over that stage's
         # t3 + t4 as the cost model prices it: the unit stages' sum less the overhead of
         # the S − 1 extra stages (CostModel.for_cuts). Not over the whole run's own eager
-        # P3: on CPU a stage with many blocks runs P3 slower than the sum of its blocks
-        # (docs/schedules.md, section 10), which would flatter the fused call.
+        # P3: with glibc's default malloc a many-block stage's P3 ran up to 1.7x its
+        # blocks' sum on CPU (train/cpu_allocator.py), which flattered the fused call.
         merged = sum(t("eager", k, s) for k in ("P3", "P4") for s in range(S)) \
             - (S - 1) * (overhead[2] + overhead[3])
         fused = t("whole_lazy", "P4", 0) / merged
