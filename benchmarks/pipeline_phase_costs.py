@@ -18,8 +18,9 @@ chain, stage by stage:
 * run **lazy**: P3 = ā only, P4 = the rest;
 * run **lazy + W4 split**;
 * the whole model as one stage, eager (Σ unit stages − it = the fixed per-stage cost)
-  and lazy (a last stage's lazy P4 *is* the fused turn: fused factor = its time / (t3 +
-  t4) of the eager whole-model run; the readout-alone stage is too small to measure it).
+  and lazy (a last stage's lazy P4 *is* the fused turn: fused factor = its time / the
+  t3 + t4 the cost model prices that stage at, i.e. the unit stages' sum; the
+  readout-alone stage is too small to measure it).
 
 Each run is repeated; per-action times are medians. |A| (|A'|) = bytes of the distinct
 tensors saved for backward during P1 (P2) of a stage, parameters excluded (torch's
@@ -134,7 +135,7 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
          f"atoms, {info['edges']} edges, {info['angles']} angles; medians of "
          f"{res['repeats']} repeats. Load average {res['load'][0]:.1f} → "
          f"{res['load'][1]:.1f} (2 cores shared with other jobs: absolute times carry "
-         "±30 %; ratios within one run are steadier). glibc malloc thresholds pinned "
+         "±30 %; ratios within one run are steadier). glibc mmap and heap trimming off "
          f"(`train/cpu_allocator.py`): {'yes' if res.get('malloc_tuned') else 'no'}.", "",
          f"Units: {unit_text(info['stages'])}. Times in ms; |A|, |A'| and the W queues' "
          "extra bytes |Q3|, |Q4| "

@@ -145,17 +145,11 @@ def study_point(P: int, M: int, cm: CostModel, Ks) -> dict:
     # one lower-bound pass each: the best W-split bubble, and the shortest makespan any
     # schedule could reach (no ratio over 1f1b4 beats makespan(1f1b4) / it). The
     # makespan bound covers splitting any subset of the phases (bounds.split_relaxation).
-    bounds, at_cap, spans = {}, [], []
-    relaxed = split_relaxation(cm)
-    for w in (0, 1):
-        for sw in (False, True):
-            sk = skeleton("x", P, M, waves=w, split_w=sw, lazy_p3=cm.lazy_p3)
-            bounds[w, sw] = (lower_bound(sk, cm), total_work(sk, cm))
-            c = relaxed if sw else cm
-            spans.append(lower_bound(sk, c))
-            at_cap.append(lower_bound(sk, c, mem_cap=cap0))
-    best_lb = min(1.0 - work / (P * lb) for (w, sw), (lb, work) in bounds.items() if sw)
-    makespan_lb_any = min(spans)
+    skels = skeletons(P, M, cm, (0, 1))
+    best_lb = min(1.0 - total_work(sk, cm) / (P * lower_bound(sk, cm))
+                  for (w, sw), sk in skels.items() if sw)
+    makespan_lb_any = makespan_bound(skels, cm)
+    makespan_lb_at_cap = makespan_bound(skels, cm, cap0)
     out["wavek@free"]["lb_any"] = best_lb
     # Bounds for wavek's chosen configuration: free memory, and at its own cap.
     for K, prog in wk_progs.items():
@@ -165,8 +159,24 @@ def study_point(P: int, M: int, cm: CostModel, Ks) -> dict:
         row["unsplit"] = len(prog.unsplit)
         row["lb_any"] = best_lb
         row["makespan_lb_any"] = makespan_lb_any
-        row["makespan_lb_any_at_cap"] = min(at_cap)  # the same within wavek's K=0 cap
+        row["makespan_lb_any_at_cap"] = makespan_lb_at_cap  # within wavek's K=0 cap
     return out
+
+
+def skeletons(P: int, M: int, cm: CostModel, waves) -> dict:
+    """{(waves, split_w): the skeleton program} for every placement in ``waves`` (0: the
+    linear V, w: a w-wave zigzag) with and without the W split."""
+    return {(w, sw): skeleton("x", P, M, waves=w, split_w=sw, lazy_p3=cm.lazy_p3)
+            for w in waves for sw in (False, True)}
+
+
+def makespan_bound(skels: dict, cm: CostModel, mem_cap=None) -> float:
+    """The shortest makespan any schedule on these placements could reach, splitting any
+    subset of its phases (``split_relaxation`` for the split skeletons), within
+    ``mem_cap`` if given: no ratio over a baseline beats makespan(baseline) / it."""
+    relaxed = split_relaxation(cm)
+    return min(lower_bound(sk, relaxed if sw else cm, mem_cap=mem_cap)
+               for (w, sw), sk in skels.items())
 
 
 def cmd_simulate(args) -> int:
@@ -237,14 +247,8 @@ def four_chunks(args) -> dict:
                 cap = wk["mem_cap"] * mem_unit(cm, P)
                 wk["lb"] = bubble_lower_bound(prog, cm)
                 wk["lb_mem"] = bubble_lower_bound(prog, cm, prog.meta["mem_cap"])
-                # The shortest makespan any schedule with at most 4 chunks per rank could
-                # reach (free memory, any subset of the phases split): the ceiling of
-                # every ratio over a baseline in this table.
-                relaxed = split_relaxation(cm)
-                wk["makespan_lb_any"] = min(
-                    lower_bound(skeleton("x", P, M, waves=w, split_w=sw,
-                                         lazy_p3=cm.lazy_p3), relaxed if sw else cm)
-                    for w in (0, 1, 2) for sw in (False, True))
+                # Any schedule with at most 4 chunks per rank, free memory.
+                wk["makespan_lb_any"] = makespan_bound(skeletons(P, M, cm, (0, 1, 2)), cm)
                 pt = {"wavek K=0 (waves<=2)": wk}
                 for label, opts in (("hanayo4 w2", {"waves": 2}),
                                     ("hanayo4 w2+W", {"waves": 2, "split_w": True}),
