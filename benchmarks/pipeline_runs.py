@@ -50,15 +50,41 @@ def real_batches(M: int, atoms: int, seed: int = 0):
                            seed=m, dtype=torch.float32) for m in range(M)]
 
 
-def measure_cost_file(blocks: int, width: int, atoms: int, path: Path,
-                      repeats: int = 3) -> str:
-    """Measure the run's own model (``tiny`` with ``blocks`` blocks, ``width``) on its own
-    micro-batch (``real_batches``' first) with ``matris.train.pipeline.measure``, one
-    thread, and write the cost bundle (tied to the measured cuts) to ``path``."""
+def real_setup(preset_name: str, blocks: int, width: int, atoms: int, M: int):
+    """(model, M micro-batches) of a real run. ``tiny``: the preset with ``blocks`` blocks
+    and ``width``, micro-batches of :func:`real_batches` (``atoms`` per cell). Any other
+    preset: the preset as released (its blocks / width; the arguments must match) on the
+    micro-batch of ``pipeline_phase_costs.py`` (a 32-atom Cu–Au and a 16-atom Si cell
+    graphed with the preset's cutoffs; micro-batch m rattled with seed m), so the run
+    executes what the phase costs were measured on."""
     import torch
 
     from matris.config import preset
     from matris.model import MatRIS
+
+    torch.manual_seed(0)
+    if preset_name == "tiny":
+        return MatRIS(preset("tiny", num_blocks=blocks, width=width)).float(), \
+            real_batches(M, atoms)
+    cfg = preset(preset_name)
+    if (cfg.num_blocks, cfg.width) != (blocks, width):
+        raise ValueError(f"preset {preset_name!r} has {cfg.num_blocks} blocks, width "
+                         f"{cfg.width}; got blocks={blocks}, width={width}")
+    from pipeline_phase_costs import structures  # a sibling script
+
+    from matris.train.graph_parallel.testing import labelled_batch
+
+    return MatRIS(cfg).float(), [labelled_batch(structures(cfg, seed=m), seed=m + 1,
+                                                dtype=torch.float32) for m in range(M)]
+
+
+def measure_cost_file(preset_name: str, blocks: int, width: int, atoms: int, path: Path,
+                      repeats: int = 3) -> str:
+    """Measure the run's own model and micro-batch (:func:`real_setup`'s first) with
+    ``matris.train.pipeline.measure``, one thread, and write the cost bundle (tied to the
+    measured cuts) to ``path``."""
+    import torch
+
     from matris.train.config import LossConfig
     from matris.train.pipeline.costs import save_costs
     from matris.train.pipeline.measure import cost_models, measure_runs
@@ -66,14 +92,13 @@ def measure_cost_file(blocks: int, width: int, atoms: int, path: Path,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)
-        model = MatRIS(preset("tiny", num_blocks=blocks, width=width)).float()
-        res = measure_runs(model, real_batches(1, atoms)[0], LossConfig(), repeats, log=None)
+        model, batches = real_setup(preset_name, blocks, width, atoms, 1)
+        res = measure_runs(model, batches[0], LossConfig(), repeats, log=None)
     finally:
         torch.set_num_threads(threads)
-    save_costs(cost_models(res, f"tiny, {blocks} blocks, width {width}, 2 x {atoms} atoms "
-                                f"per micro-batch, CPU fp32 1 thread, {MACHINE}; one entry "
-                                "per unit stage"), path)
+    save_costs(cost_models(res, f"{preset_name}, {blocks} blocks, width {width}, "
+                                f"{batches[0].graph.n_atoms} atoms per micro-batch, CPU fp32 "
+                                f"1 thread, {MACHINE}; one entry per unit stage"), path)
     print(f"measured {path}", flush=True)
     return str(path)
 
@@ -109,12 +134,10 @@ def resolve_options(options: dict, P: int, M: int, blocks: int, lazy: bool,
     return {**options, "mem_cap": max(simulate(ref, costs).peak_mem)}
 
 
-def worker_real(out: str, M: int, blocks: int, width: int, atoms: int, repeats: int,
-                labels: list[str], cost_file: str = "") -> None:
+def worker_real(out: str, preset_name: str, M: int, blocks: int, width: int, atoms: int,
+                repeats: int, labels: list[str], cost_file: str = "") -> None:
     import torch
 
-    from matris.config import preset
-    from matris.model import MatRIS
     from matris.train import dist as mdist
     from matris.train.config import load_config
     from matris.train.pipeline.costs import load_costs
@@ -125,9 +148,7 @@ def worker_real(out: str, M: int, blocks: int, width: int, atoms: int, repeats: 
     env = mdist.init_distributed(device="cpu", timeout_s=600)
     P = env.world_size
     groups = mdist.build_groups(mdist.Topology(pp=P, dp=1, gp=1, world_size=P), env.rank)
-    torch.manual_seed(0)
-    model = MatRIS(preset("tiny", num_blocks=blocks, width=width)).float()
-    batches = real_batches(M, atoms)
+    model, batches = real_setup(preset_name, blocks, width, atoms, M)
     counts = counts_of(batches)
     bundle = load_costs(cost_file) if cost_file else {}
     runners = {}
@@ -160,8 +181,10 @@ def worker_real(out: str, M: int, blocks: int, width: int, atoms: int, repeats: 
         load.append(os.getloadavg())
     if env.rank == 0:
         programs = {label: r.program.describe() for label, r in runners.items()}
-        info = {"P": P, "M": M, "blocks": blocks, "width": width, "atoms_per_mb":
-                2 * atoms, "repeats": repeats, "loadavg": load, "programs": programs,
+        info = {"P": P, "M": M, "preset": preset_name, "blocks": blocks, "width": width,
+                "atoms_per_mb": batches[0].graph.n_atoms,
+                "angles_per_mb": batches[0].graph.n_angles, "repeats": repeats,
+                "loadavg": load, "programs": programs,
                 "atoms": sum(b.n_atoms for b in batches), "threads": torch.get_num_threads(),
                 "cuts": {label: r.cuts for label, r in runners.items()},
                 "costs": cost_file}
@@ -285,20 +308,31 @@ def cmd_real(args) -> int:
     stem = RESULTS / f"pipeline_real_{args.date}"
     raw = f"{stem}.raw.json"
 
+    if args.preset != "tiny":  # the preset as released: its blocks and width
+        from matris.config import preset
+
+        cfg = preset(args.preset)
+        if args.mem_P:
+            raise SystemExit("--preset other than tiny: the memory run (--mem-P) uses tiny "
+                             "models with --mem-blocks; pass --mem-P 0")
+        args.blocks, args.width = cfg.num_blocks, cfg.width
+
     def costs_for(blocks: int) -> str:  # "measure": this run's model, measured here
         if args.costs != "measure":
             return args.costs or "-"
-        return measure_cost_file(blocks, args.width, args.atoms,
+        return measure_cost_file(args.preset, blocks, args.width, args.atoms,
                                  Path(f"{stem}_{blocks}blocks.costs.json"))
 
-    launch(args.P, ["worker-real", raw, str(args.M), str(args.blocks), str(args.width),
+    launch(args.P, ["worker-real", raw, args.preset, str(args.M), str(args.blocks),
+                    str(args.width),
                     str(args.atoms), str(args.repeats), costs_for(args.blocks),
                     *args.schedules])
     res = summarize_real(raw)
     mem = None
     if args.mem_P:
         raw_mem = f"{stem}.mem.raw.json"
-        launch(args.mem_P, ["worker-real", raw_mem, str(args.mem_M), str(args.mem_blocks),
+        launch(args.mem_P, ["worker-real", raw_mem, "tiny", str(args.mem_M),
+                            str(args.mem_blocks),
                             str(args.width), str(args.atoms), "1", costs_for(args.mem_blocks),
                             *args.mem_schedules])
         mem = summarize_real(raw_mem)
@@ -357,7 +391,12 @@ def add_parsers(sub) -> None:
     real.add_argument("--M", type=int, default=4)
     real.add_argument("--blocks", type=int, default=4)
     real.add_argument("--width", type=int, default=64)
-    real.add_argument("--atoms", type=int, default=16, choices=(8, 16, 32))
+    real.add_argument("--atoms", type=int, default=16, choices=(8, 16, 32),
+                      help="atoms per cell of the tiny runs' micro-batches")
+    real.add_argument("--preset", default="tiny", help="model preset: tiny (with --blocks, "
+                      "--width, --atoms) or e.g. 10m: the preset as released on the phase-"
+                      "cost micro-batch (32-atom Cu-Au + 16-atom Si cell, the preset's "
+                      "cutoffs; needs --mem-P 0)")
     real.add_argument("--repeats", type=int, default=3)
     real.add_argument("--schedules", nargs="+", default=[
         "gpipe4", "1f1b4", "1f1b4:W", "hanayo4", "hanayo4:W", "symfold", "symfold:W",
@@ -392,9 +431,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     kind, rest = argv[0], argv[1:]
     if kind == "worker-real":
-        out, M, blocks, width, atoms, repeats, cost_file, *labels = rest
-        worker_real(out, int(M), int(blocks), int(width), int(atoms), int(repeats), labels,
-                    "" if cost_file == "-" else cost_file)
+        out, preset_name, M, blocks, width, atoms, repeats, cost_file, *labels = rest
+        worker_real(out, preset_name, int(M), int(blocks), int(width), int(atoms),
+                    int(repeats), labels, "" if cost_file == "-" else cost_file)
     elif kind == "worker-emulated":
         out, M, ms, repeats, cost_file, *labels = rest
         worker_emulated(out, int(M), float(ms), int(repeats),
@@ -416,10 +455,13 @@ def write_real(res: dict, mem: dict | None, path: Path, argv: str, date: str,
     ref = rows.get("symfold", next(iter(rows.values())))
     L = [f"# Pipeline schedules, real compute, {date}, {machine}", "",
          f"`python benchmarks/pipeline_schedules.py {argv}`", "",
-         f"P = {info['P']} ranks on the 2 cores, 1 torch thread each, float32; model: `tiny` "
-         f"preset with {info['blocks']} blocks, width {info['width']}; M = {info['M']} "
-         f"micro-batches of 2 cells × {info['atoms_per_mb'] // 2} atoms ({info['atoms']} "
-         f"atoms per step), E + F + σ loss; every schedule runs the same step, interleaved, "
+         f"P = {info['P']} ranks on the 2 cores, 1 torch thread each, float32; model: "
+         f"`{info.get('preset', 'tiny')}` preset with {info['blocks']} blocks, width "
+         f"{info['width']}; M = {info['M']} micro-batches of 2 cells, "
+         f"{info['atoms_per_mb']} atoms"
+         + (f" and {info['angles_per_mb']} angles" if "angles_per_mb" in info else "")
+         + f" each ({info['atoms']} atoms per step), E + F + σ loss; every schedule runs "
+         "the same step, interleaved, "
          f"{info['repeats']} timed repeats after a warm-up (medians). Load average "
          f"(1 min) per round: {', '.join(f'{x[0]:.1f}' for x in info['loadavg'])} — other "
          "jobs share the cores, so absolute times move ±30 %; ratios are from the same run.",

@@ -81,9 +81,12 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
     if units < P:
         raise ValueError(f"pp={P} stages need at least {P} model units; the model has "
                          f"{units} (embedding, {num_blocks} blocks, readout)")
-    if name == "hanayo4" and units < 2 * P:
-        raise ValueError(f"hanayo4 places 2·pp = {2 * P} stages but the model has only "
-                         f"{units} units; use a deeper model or another schedule")
+    stages = _stages_needed(name, P, options or {})
+    if stages > units:
+        raise ValueError(f"{name} with {_chunk_text(name, options or {})} places {stages} "
+                         f"stages on pp = {P} ranks but the model has only {units} units "
+                         f"(embedding, {num_blocks} blocks, readout); use a deeper model, "
+                         "fewer waves or another schedule")
     measured = costs is not None
     tied = measured and costs.unit_cuts is not None
     if tied:
@@ -93,12 +96,13 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
                              f"{num_blocks}: measure it with `matris-train costs`")
         if cuts is not None:
             costs = costs.for_cuts(cuts)
-        if name == "hanayo4" and costs.max_stages < 2 * P:
-            raise ValueError(f"hanayo4 places 2·pp = {2 * P} stages but the cost model "
-                             f"({costs.label}) measured {costs.num_stages} (files written "
-                             "before the readout was measured as a stage of its own lack "
-                             "it: re-measure with `matris-train costs`); use a deeper "
-                             "model, another schedule, or no parallel.costs")
+        if costs.max_stages < stages:
+            raise ValueError(f"{name} with {_chunk_text(name, options or {})} places "
+                             f"{stages} stages but the cost model ({costs.label}) measured "
+                             f"{costs.num_stages} (files written before the readout was "
+                             "measured as a stage of its own lack it: re-measure with "
+                             "`matris-train costs`); use a deeper model, another schedule, "
+                             "or no parallel.costs")
     costs = costs or default_costs(P, lazy_p3)
     options = {**(options or {}), "lazy_p3": lazy_p3}
     if name == "wavek":
@@ -115,6 +119,24 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
             options["share"] = share
     prog = make_schedule(name, P, M, costs, wavek_k=wavek_k, **options)
     return lower(prog) if P > 1 else prog
+
+
+def _stages_needed(name: str, P: int, options: dict) -> int:
+    """The most stages ``name`` may place with ``options``: 2·waves·P for hanayo4
+    (``waves``, default 1) and for wavek given ``waves`` or ``max_waves``; else P."""
+    if name == "hanayo4":
+        return 2 * options.get("waves", 1) * P
+    if name == "wavek":
+        waves = options.get("waves", options.get("max_waves"))
+        return max(P, 2 * waves * P) if waves else P
+    return P
+
+
+def _chunk_text(name: str, options: dict) -> str:
+    keys = [k for k in ("waves", "max_waves") if k in options]
+    if name == "hanayo4" and not keys:
+        return "waves=1"
+    return ", ".join(f"{k}={options[k]}" for k in keys) or "its default placement"
 
 
 def stage_cuts(model, num_stages: int, cuts=None, costs: CostModel | None = None) -> list[int]:

@@ -131,14 +131,16 @@ def variants(name: str):
 
 def schedule_jobs(wanted: list[str]) -> list[tuple[str, str, list[str]]]:
     """(schedule, variant label, config overrides) for every ``SCHEDULE[:VARIANT]`` item
-    of ``wanted`` (all of a schedule's `variants` when no variant is named); the
-    overrides set ``parallel.schedule``, ``parallel.lazy_p3`` and the generator options."""
+    of ``wanted`` (all of a schedule's `variants` when no variant is named; a VARIANT
+    starting with ``{`` is a JSON object of generator options, e.g.
+    ``hanayo4:{"waves": 2}``); the overrides set ``parallel.schedule``,
+    ``parallel.lazy_p3`` and the generator options."""
     jobs = []
     for item in wanted:
         name, _, only = item.partition(":")
-        for label, options in variants(name):
-            if only not in ("", label):
-                continue
+        chosen = [(only, json.loads(only))] if only.startswith("{") else \
+            [(label, options) for label, options in variants(name) if only in ("", label)]
+        for label, options in chosen:
             opts = dict(options)
             lazy = opts.pop("lazy_p3", False)
             jobs.append((name, label, [f"parallel.schedule={name}", f"parallel.lazy_p3={lazy}",

@@ -83,6 +83,23 @@ def test_p4_every_schedule(mpirun, tmp_path):
 
 
 @pytest.mark.slow
+def test_p2_four_chunks_per_rank(mpirun, tmp_path):
+    """Two waves on a 6-block model (8 units): each rank hosts four stages and the
+    micro-batch path crosses the ranks 7 times per sweep (hanayo4 with 2 waves, wavek
+    placed on 2 waves, and wavek searching 0-2 waves with the built-in profile)."""
+    report = _run(mpirun, tmp_path, 2, 1, 1, 6, 4, [
+        'hanayo4:{"waves": 2}', 'hanayo4:{"waves": 2, "split_w": true, "lazy_p3": true}',
+        'wavek:{"waves": 2}', 'wavek:{"waves": 2, "lazy_p3": true, "fused_turn": true}',
+        'wavek:{"max_waves": 2}'])
+    assert len(report["runs"]) == 5
+    for key, r in report["runs"].items():
+        if '"waves": 2' in key:
+            assert "S=8" in r["program"], (key, r["program"])
+    assert "P34" in report["runs"]['wavek:{"waves": 2, "lazy_p3": true, "fused_turn": true}'][
+        "kinds"]
+
+
+@pytest.mark.slow
 def test_pp2_dp2(mpirun, tmp_path):
     """Each DP replica has its own micro-batches; counts are global; gradients are
     all-reduced over the stage group as in the trainer."""

@@ -83,7 +83,7 @@ def test_runner_cuts_where_the_program_was_priced():
         build_program("symfold", 2, 4, 6, costs=cm, cuts=[6])
     # 7 measured stages: a wave at P = 4 needs 8 (the model has 8 units, but a
     # readout-only stage was never measured); wavek then keeps the V.
-    with pytest.raises(ValueError, match="hanayo4 places 2·pp = 8 stages but the cost model"):
+    with pytest.raises(ValueError, match="hanayo4 with waves=1 places 8 stages but the cost model"):
         build_program("hanayo4", 4, 8, 6, costs=cm)
     assert {c["waves"] for c in build_program("wavek", 4, 8, 6, costs=cm)
             .meta["candidates"]} == {0}

@@ -118,3 +118,30 @@ def test_w_actions_run_the_deferred_weight_gemms(setup, monkeypatch):
     n_w = sum(1 for a in prog.expected_actions() if a.kind.name in ("W3", "W4"))
     assert n_w > 0 and len(sizes) == n_w and min(sizes) > 0
     assert relative_error(g, ref) < TOL
+
+
+@pytest.fixture(scope="module")
+def deep_setup():
+    """A 6-block model: 8 units, enough for four chunks per rank at P = 2."""
+    torch.set_num_threads(1)
+    model = random_model(preset("tiny", num_blocks=6), seed=5)
+    loss = loss_config()
+    batches = microbatches(3, offset=1)
+    ref, ref_sums = serial_gradients(model, batches, loss)
+    return model, loss, batches, ref, ref_sums
+
+
+@pytest.mark.parametrize("name,options", [
+    ("hanayo4", {"waves": 2}),
+    ("hanayo4", {"waves": 2, "split_w": True, "lazy_p3": True}),
+    ("wavek", {"waves": 2}), ("wavek", {"waves": 2, "lazy_p3": True, "fused_turn": True})])
+def test_four_chunks_per_rank_equal_serial(deep_setup, name, options):
+    """Two waves: every rank hosts four stages (0, 3, 4, 7 on rank 0), hand-offs between
+    a rank's own stages and across ranks in both directions."""
+    model, loss, batches, ref, ref_sums = deep_setup
+    prog = make_program(name, 2, len(batches), model.num_blocks, options)
+    assert prog.num_stages == 8 and len(prog.stages_of(0)) == 4
+    g, sums, _ = in_process_step(model, prog, batches, loss)
+    assert relative_error(g, ref) < TOL
+    assert relative_error({k: torch.tensor(v) for k, v in sums.items()},
+                          {k: torch.tensor(v) for k, v in ref_sums.items()}) < TOL

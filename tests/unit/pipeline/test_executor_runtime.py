@@ -95,8 +95,16 @@ def test_build_program_options_and_chunk_budget():
     prog = build_program("symfold", 2, 3, 2, options={"fused_turn": True, "split_w": True})
     assert prog.fused_turn and prog.split_w and prog.lowered
     assert build_program("wavek", 3, 3, 2).meta["chosen"]["waves"] == 0  # 6 stages > 4 units
-    with pytest.raises(ValueError, match="hanayo4 places"):
+    with pytest.raises(ValueError, match="hanayo4 with waves=1 places 6 stages"):
         build_program("hanayo4", 3, 3, 2)
+    # Four chunks per rank (2 waves) need 4P units: 8 at P = 2, i.e. 6 blocks.
+    with pytest.raises(ValueError, match=r"hanayo4 with waves=2 places 8 stages .* 6 units"):
+        build_program("hanayo4", 2, 3, 4, options={"waves": 2})
+    with pytest.raises(ValueError, match="wavek with max_waves=2 places 8 stages"):
+        build_program("wavek", 2, 3, 4, options={"max_waves": 2})
+    assert build_program("hanayo4", 2, 3, 6, options={"waves": 2}).num_stages == 8
+    four = build_program("wavek", 2, 3, 6, options={"waves": 2})
+    assert four.num_stages == 8 and four.meta["chosen"]["waves"] == 2
     with pytest.raises(ValueError, match="model units"):
         build_program("symfold", 5, 3, 2)
     with pytest.raises(ValueError, match="unknown schedule"):
