@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import random
+
 from .actions import Action, Kind
 from .deps import QUEUE_OF, freeing_actions, sets_created
 from .listsched import DeviceState, Policy
@@ -93,11 +95,16 @@ class CappedDepthFirst(Policy):
         book_queues: whether an admission books the W queues too (default: with
             ``split_mode="all"``); False with "all" admits as if the queues were free
             (for :func:`~.fitsplit.fit_splits` to run the overflowing phases whole).
+        jitter: ``(seed, amplitude)``: each action's primary rank (its path position for
+            "depth", its micro-batch for "mb") is offset by a pseudo-random amount in
+            [0, amplitude), drawn once per action from ``seed`` (a biased random
+            sampling pass of multi-pass list scheduling; None: the plain rule).
     """
 
     def __init__(self, prog: Program, cap_a=None, cap_ap=None, mem_cap=None, mem_of=None,
                  order: str = "depth", w_mode: str = "last", reserve: bool = True,
-                 split_mode: str = "all", book_queues: bool | None = None):
+                 split_mode: str = "all", book_queues: bool | None = None,
+                 jitter: tuple[int, float] | None = None):
         if w_mode not in ("last", "pressure"):
             raise ValueError(f"w_mode must be 'last' or 'pressure', got {w_mode!r}")
         if split_mode not in SPLIT_MODES:
@@ -108,6 +115,7 @@ class CappedDepthFirst(Policy):
         self.split_mode = split_mode
         self.book_queues = split_mode == "all" if book_queues is None else book_queues
         self.dynamic = w_mode == "pressure" and mem_cap is not None
+        self._jitter = None if jitter is None else (random.Random(jitter[0]), jitter[1])
         self._p1_left = [prog.num_microbatches * len(prog.stages_of(d))
                          for d in range(prog.num_devices)]
         if mem_cap is not None:
@@ -119,11 +127,13 @@ class CappedDepthFirst(Policy):
             self._admitted: set[tuple[int, int]] = set()
 
     def key(self, a: Action) -> tuple:
+        # list_schedule asks once per action, in a fixed order: the jitter is reproducible.
         pos = chain_position(self.prog, a.kind, a.stage)
         w_rank = 2 if a.kind in (Kind.W3, Kind.W4) else 0
+        shift = 0.0 if self._jitter is None else self._jitter[0].random() * self._jitter[1]
         if self.order == "mb":
-            return (w_rank, a.microbatch, -pos)
-        return (w_rank, -pos, a.microbatch)
+            return (w_rank, a.microbatch + shift, -pos)
+        return (w_rank, -pos + shift, a.microbatch)
 
     def dynamic_key(self, a: Action, st: DeviceState, static: tuple) -> tuple:
         if self._reserved(st) + self._mb_need[st.device] <= self.mem_cap[st.device] + 1e-9:

@@ -13,8 +13,12 @@ critical is ready, and admits a new micro-batch only within
 
 Each candidate is replayed by the simulator (which reproduces the list schedule's
 times exactly), candidates over the cap are dropped, and the fastest wins (ties: the
-simpler configuration). The chosen configuration and every candidate's makespan are
-recorded in ``program.meta``.
+simpler configuration). Then ``restarts`` randomized passes (multi-pass list scheduling
+with biased random sampling) re-run the :data:`RESTART_CONFIGS` fastest list-scheduled
+configurations with each action's priority jittered by up to 1, 2 or 4 hops
+(:data:`JITTER_HOPS`; reproducible: seeded per pass); one replaces the choice only if it
+is strictly faster within the cap. The chosen configuration and every candidate's
+makespan are recorded in ``program.meta``.
 """
 
 from __future__ import annotations
@@ -48,6 +52,10 @@ def default_mem_cap(P: int, M: int, costs: CostModel, K: int, split_w=None,
 
 #: Count-cap slacks tried on top of the memory cap (None: the memory cap alone governs).
 SLACKS = (0, 2, None)
+#: Randomized passes re-run the fastest this many list-scheduled configurations ...
+RESTART_CONFIGS = 3
+#: ... with priority jitter of up to this many path hops (micro-batches for "mb").
+JITTER_HOPS = (1.0, 2.0, 4.0)
 
 
 def candidates(waves=(0, 1), split_w=None, orders=("depth", "mb"), slacks=SLACKS,
@@ -69,7 +77,8 @@ def candidates(waves=(0, 1), split_w=None, orders=("depth", "mb"), slacks=SLACKS
 
 def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
           mem_cap=None, waves=None, max_waves: int = 1, split_w=None,
-          orders=("depth", "mb"), slacks=SLACKS, share=None, **options) -> Program:
+          orders=("depth", "mb"), slacks=SLACKS, restarts: int = 8, seed: int = 0,
+          share=None, **options) -> Program:
     """Best list schedule over the candidate grid (see module docstring).
 
     Args:
@@ -83,6 +92,9 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
             2·max_waves·P blocks).
         split_w: True/False, or None to try both.
         orders, slacks: candidate priority rules and count-cap slacks.
+        restarts: randomized passes per (configuration, jitter amplitude): up to
+            ``restarts · RESTART_CONFIGS · len(JITTER_HOPS)`` extra list schedules (0: the
+            deterministic search only). ``seed`` seeds them.
         share: ``(rank, size, allgather)`` to split the search over ``size`` processes
             that all build this program (the trainer's ranks): each evaluates every
             size-th candidate, ``allgather(obj)`` returns every process's obj in rank
@@ -107,19 +119,18 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
     # The search as a list of independent tasks (pure: any process can evaluate any of
     # them). Seeds first: the fixed patterns compete too, so at equal memory wavek is
     # never slower than symfold / ZBV-4 or than Hanayo's rule under the same cap.
-    # (config, cap, make() → (program or None, extra config), timed by the list schedule)
-    tasks: list[tuple[dict, float, object, bool]] = []
+    # (config, per-rank caps, make() → (program or None, extra config), list-scheduled?)
+    tasks: list[tuple[dict, list, object, bool]] = []
     for level in levels:
         for cfg, make in _seeds(P, M, costs, level, wave_list, split_w, options):
-            tasks.append((cfg, max(level), make, False))
+            tasks.append((cfg, level, make, False))
         for cfg in candidates(wave_list, split_w, orders, slacks):
-            tasks.append((cfg, max(level), _list_task(P, M, costs, cfg, K, level, options),
-                          True))
+            tasks.append((cfg, level, _list_task(P, M, costs, cfg, K, level, options), True))
 
     def evaluate(i: int) -> tuple[dict, Program | None]:
-        cfg, cap, make, listed = tasks[i]
+        cfg, level, make, listed = tasks[i]
         prog, extra = make()
-        row = {**cfg, **extra, "cap": cap}
+        row = {**cfg, **extra, "cap": max(level)}
         if prog is None:
             return {**row, "makespan": None, "note": "stalled"}, None
         if listed:  # the simulator reproduces the list schedule's times exactly
@@ -131,20 +142,38 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
         return {**row, "makespan": span, "peak_mem": max(peak), "fits": fits}, prog
 
     local: dict[int, Program | None] = {}
-    if share is None:
-        table = []
-        for i in range(len(tasks)):
-            row, local[i] = evaluate(i)
-            table.append(row)
-    else:  # each process evaluates every size-th task; the rows are exchanged
+    table: list[dict] = []
+
+    def run(first: int) -> None:
+        """Evaluate tasks[first:] (split over the processes with ``share``)."""
+        if share is None:
+            for i in range(first, len(tasks)):
+                row, local[i] = evaluate(i)
+                table.append(row)
+            return
         rank, size, allgather = share
         mine = {}
-        for i in range(rank, len(tasks), size):
+        for i in range(first + rank, len(tasks), size):
             mine[i], local[i] = evaluate(i)
-        table = [None] * len(tasks)
+        rows = [None] * (len(tasks) - first)
         for part in allgather(mine):
             for i, row in part.items():
-                table[i] = row
+                rows[i - first] = row
+        table.extend(rows)
+
+    run(0)
+    n_plain = len(tasks)
+    if restarts > 0:  # randomized passes over the fastest list-scheduled configurations
+        listed = sorted((i for i, row in enumerate(table) if tasks[i][3] and row.get("fits")),
+                        key=lambda i: table[i]["makespan"])[:RESTART_CONFIGS]
+        for n, i in enumerate(listed):
+            cfg, level = tasks[i][0], tasks[i][1]
+            for a, amp in enumerate(JITTER_HOPS):
+                for r in range(restarts):
+                    jit = {**cfg, "jitter": [(seed * 1009 + n * 101 + a) * 1000 + r, amp]}
+                    tasks.append((jit, level, _list_task(P, M, costs, jit, K, level, options),
+                                  True))
+        run(n_plain)
     chosen = None  # the first of the fastest (ties: the earlier, simpler configuration)
     for i, row in enumerate(table):
         if row.get("fits") and (chosen is None or
@@ -160,7 +189,11 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
         raise ScheduleError(f"wavek: replay {sim.makespan} != list schedule {span}")
     config = {k: v for k, v in table[chosen].items() if k not in ("makespan", "peak_mem",
                                                                     "fits")}
-    prog.meta.update({"chosen": config, "mem_cap": caps, "candidates": table, "K": K})
+    best_plain = min((row["makespan"] for row in table[:n_plain] if row.get("fits")),
+                     default=None)
+    prog.meta.update({"chosen": config, "mem_cap": caps, "candidates": table[:n_plain],
+                      "restarts": {"passes": len(table) - n_plain, "best_plain": best_plain,
+                                   "best": span}, "K": K})
     return validate(prog)
 
 
@@ -221,10 +254,12 @@ def _try(P, M, costs, cfg, K, caps, reserve, options) -> Program | None:
     else:
         cap_a, cap_ap = virtual_caps(skel, slack=cfg["slack"])
     limited = not all(math.isinf(c) for c in caps)
+    jitter = cfg.get("jitter")
     policy = CappedDepthFirst(skel, cap_a, cap_ap, mem_cap=caps if limited else None,
                               mem_of=cm.set_sizes(), order=cfg["order"],
                               w_mode=cfg["w_mode"], reserve=reserve,
-                              split_mode=cfg.get("split_mode", "all"))
+                              split_mode=cfg.get("split_mode", "all"),
+                              jitter=None if jitter is None else tuple(jitter))
     try:
         return list_schedule(skel, costs, policy)
     except ScheduleError:
