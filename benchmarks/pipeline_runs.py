@@ -324,17 +324,15 @@ def cmd_real(args) -> int:
                                  Path(f"{stem}_{blocks}blocks.costs.json"))
 
     launch(args.P, ["worker-real", raw, args.preset, str(args.M), str(args.blocks),
-                    str(args.width),
-                    str(args.atoms), str(args.repeats), costs_for(args.blocks),
-                    *args.schedules])
+                    str(args.width), str(args.atoms), str(args.repeats),
+                    costs_for(args.blocks), *args.schedules])
     res = summarize_real(raw)
     mem = None
     if args.mem_P:
         raw_mem = f"{stem}.mem.raw.json"
         launch(args.mem_P, ["worker-real", raw_mem, "tiny", str(args.mem_M),
-                            str(args.mem_blocks),
-                            str(args.width), str(args.atoms), "1", costs_for(args.mem_blocks),
-                            *args.mem_schedules])
+                            str(args.mem_blocks), str(args.width), str(args.atoms), "1",
+                            costs_for(args.mem_blocks), *args.mem_schedules])
         mem = summarize_real(raw_mem)
     for label, r in res["schedules"].items():
         slices = [TraceSlice(d, parse_action(a), s, e) for a, d, s, e in r.pop("slices")]

@@ -81,9 +81,9 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
     if units < P:
         raise ValueError(f"pp={P} stages need at least {P} model units; the model has "
                          f"{units} (embedding, {num_blocks} blocks, readout)")
-    stages = _stages_needed(name, P, options or {})
+    stages, asked = _placement(name, P, options or {})
     if stages > units:
-        raise ValueError(f"{name} with {_chunk_text(name, options or {})} places {stages} "
+        raise ValueError(f"{name} with {asked} places {stages} "
                          f"stages on pp = {P} ranks but the model has only {units} units "
                          f"(embedding, {num_blocks} blocks, readout); use a deeper model, "
                          "fewer waves or another schedule")
@@ -97,7 +97,7 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
         if cuts is not None:
             costs = costs.for_cuts(cuts)
         if costs.max_stages < stages:
-            raise ValueError(f"{name} with {_chunk_text(name, options or {})} places "
+            raise ValueError(f"{name} with {asked} places "
                              f"{stages} stages but the cost model ({costs.label}) measured "
                              f"{costs.num_stages} (files written before the readout was "
                              "measured as a stage of its own lack it: re-measure with "
@@ -121,22 +121,16 @@ def build_program(name: str, P: int, M: int, num_blocks: int, *, lazy_p3: bool =
     return lower(prog) if P > 1 else prog
 
 
-def _stages_needed(name: str, P: int, options: dict) -> int:
-    """The most stages ``name`` may place with ``options``: 2·waves·P for hanayo4
-    (``waves``, default 1) and for wavek given ``waves`` or ``max_waves``; else P."""
+def _placement(name: str, P: int, options: dict) -> tuple[int, str]:
+    """(the most stages ``name`` may place with ``options``, the options that set it):
+    2·waves·P for hanayo4 (``waves``, default 1) and for wavek given ``waves`` or
+    ``max_waves``; else P."""
+    asked = {k: options[k] for k in ("waves", "max_waves") if k in options}
     if name == "hanayo4":
-        return 2 * options.get("waves", 1) * P
-    if name == "wavek":
-        waves = options.get("waves", options.get("max_waves"))
-        return max(P, 2 * waves * P) if waves else P
-    return P
-
-
-def _chunk_text(name: str, options: dict) -> str:
-    keys = [k for k in ("waves", "max_waves") if k in options]
-    if name == "hanayo4" and not keys:
-        return "waves=1"
-    return ", ".join(f"{k}={options[k]}" for k in keys) or "its default placement"
+        asked.setdefault("waves", 1)
+    waves = asked.get("waves", asked.get("max_waves")) if name in ("hanayo4", "wavek") else 0
+    text = ", ".join(f"{k}={v}" for k, v in asked.items()) or "its default placement"
+    return (2 * waves * P if waves else P), text
 
 
 def stage_cuts(model, num_stages: int, cuts=None, costs: CostModel | None = None) -> list[int]:

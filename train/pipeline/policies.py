@@ -104,7 +104,7 @@ class CappedDepthFirst(Policy):
     def __init__(self, prog: Program, cap_a=None, cap_ap=None, mem_cap=None, mem_of=None,
                  order: str = "depth", w_mode: str = "last", reserve: bool = True,
                  split_mode: str = "all", book_queues: bool | None = None,
-                 jitter: tuple[int, float] | None = None):
+                 jitter: tuple[int, float] | list | None = None):
         if w_mode not in ("last", "pressure"):
             raise ValueError(f"w_mode must be 'last' or 'pressure', got {w_mode!r}")
         if split_mode not in SPLIT_MODES:

@@ -254,12 +254,11 @@ def _try(P, M, costs, cfg, K, caps, reserve, options) -> Program | None:
     else:
         cap_a, cap_ap = virtual_caps(skel, slack=cfg["slack"])
     limited = not all(math.isinf(c) for c in caps)
-    jitter = cfg.get("jitter")
     policy = CappedDepthFirst(skel, cap_a, cap_ap, mem_cap=caps if limited else None,
                               mem_of=cm.set_sizes(), order=cfg["order"],
                               w_mode=cfg["w_mode"], reserve=reserve,
                               split_mode=cfg.get("split_mode", "all"),
-                              jitter=None if jitter is None else tuple(jitter))
+                              jitter=cfg.get("jitter"))
     try:
         return list_schedule(skel, costs, policy)
     except ScheduleError:

@@ -23,15 +23,21 @@ from matris.train.pipeline.testing import (
 TOL = 1e-10
 
 
+def reference(num_blocks: int, seed: int, offset: int = 0) -> tuple:
+    """(model, loss, 3 micro-batches, serial gradients, serial loss sums)."""
+    torch.set_num_threads(1)
+    model = random_model(preset("tiny", num_blocks=num_blocks), seed=seed)
+    loss = loss_config()
+    batches = microbatches(3, offset=offset)
+    ref, ref_sums = serial_gradients(model, batches, loss)
+    return model, loss, batches, ref, ref_sums
+
+
 @pytest.fixture(scope="module")
 def setup():
-    torch.set_num_threads(1)
-    model = random_model(preset("tiny", num_blocks=2), seed=3)
-    loss = loss_config()
-    batches = microbatches(3)
-    ref, ref_sums = serial_gradients(model, batches, loss)
-    assert max(float(v.abs().max()) for v in ref.values()) > 1e-3
-    return model, loss, batches, ref, ref_sums
+    out = reference(2, seed=3)
+    assert max(float(v.abs().max()) for v in out[3].values()) > 1e-3
+    return out
 
 
 @pytest.mark.parametrize("name,options", [
@@ -123,12 +129,7 @@ def test_w_actions_run_the_deferred_weight_gemms(setup, monkeypatch):
 @pytest.fixture(scope="module")
 def deep_setup():
     """A 6-block model: 8 units, enough for four chunks per rank at P = 2."""
-    torch.set_num_threads(1)
-    model = random_model(preset("tiny", num_blocks=6), seed=5)
-    loss = loss_config()
-    batches = microbatches(3, offset=1)
-    ref, ref_sums = serial_gradients(model, batches, loss)
-    return model, loss, batches, ref, ref_sums
+    return reference(6, seed=5, offset=1)
 
 
 @pytest.mark.parametrize("name,options", [
