@@ -36,6 +36,7 @@ from functools import cache
 from .actions import Action, Kind
 from .costs import CostModel
 from .deps import creates, freeing_actions, predecessors, successors_map
+from .memory_windows import window_bound
 from .program import Program
 
 
@@ -81,10 +82,14 @@ def lower_bound(prog: Program, costs: CostModel, mem_cap=None) -> float:
     """Makespan lower bound for any order of ``prog``'s actions on its placement.
 
     With ``mem_cap`` (per device, or one number for all, in the units of
-    ``costs.mem_a``) the memory term :func:`_memory_term` is added. A program with
-    :attr:`~.program.Program.unsplit` phases is bounded by its :func:`split_relaxation`.
+    ``costs.mem_a``) the memory terms :func:`_memory_term` and
+    :func:`.memory_windows.window_bound` (idle forced at both ends of the step) are
+    added. A program with :attr:`~.program.Program.unsplit` phases is bounded by its
+    :func:`split_relaxation`.
     """
-    if prog.unsplit:
+    real = costs.for_stages(prog.num_stages)
+    mixed = bool(prog.unsplit)
+    if mixed:
         prog = prog.with_orders(prog.orders, unsplit=frozenset())
         costs = split_relaxation(costs)
     ht = heads_tails(prog, costs)
@@ -94,7 +99,8 @@ def lower_bound(prog: Program, costs: CostModel, mem_cap=None) -> float:
             else list(mem_cap)
         cm = costs.for_stages(prog.num_stages)
         for d in range(prog.num_devices):
-            best = max(best, _memory_term(prog, cm, ht, d, caps[d]))
+            best = max(best, _memory_term(prog, cm, ht, d, caps[d]),
+                       window_bound(prog, ht, cm, real, d, caps[d], mixed))
     return best
 
 
