@@ -93,9 +93,10 @@ def window_bound(sk: Program, ht: dict, relaxed: CostModel, real: CostModel, d: 
         return 0.0
     M = sk.num_microbatches
     sizes = real.set_sizes()
-    options = {s: _group_options(sk, ht, relaxed, real, s, mixed) for s in stages}
-    entries_of = {s: [opt for opt, _ in options[s]] for s in stages}
     size_of = {s: {name: sizes[name][s] for name in sizes} for s in stages}
+    options = {s: _group_options(sk, ht, relaxed, real, s, mixed, size_of[s])
+               for s in stages}
+    entries_of = {s: [opt for opt, _ in options[s]] for s in stages}
 
     f_start = min(free for s in stages for _, free in options[s])
     creating = [e.duration_lb + e.tail for s in stages for opt, _ in options[s] for e in opt
@@ -121,11 +122,11 @@ def window_bound(sk: Program, ht: dict, relaxed: CostModel, real: CostModel, d: 
 
 
 def _group_options(sk: Program, ht: dict, relaxed: CostModel, real: CostModel, s: int,
-                   mixed: bool) -> list[tuple[list[_Entry], float]]:
+                   mixed: bool, size: dict) -> list[tuple[list[_Entry], float]]:
     """Per split choice of stage ``s`` (every splittable phase split or, if ``mixed``,
     also whole): the entries of micro-batch 0's group, and the earliest time any of its
-    sets can be freed (a set dies at the end of the last of its freeing actions: the
-    latest of their earliest ends, relaxed head + duration)."""
+    sets that count (``size`` > 0) can be freed (a set dies at the end of the last of
+    its freeing actions: the latest of their earliest ends, relaxed head + duration)."""
     splittable = [Action(k, s, 0) for k in (Kind.P3, Kind.P4) if sk.splits(Action(k, s, 0))]
     choices = [()]
     if mixed:
@@ -151,8 +152,8 @@ def _group_options(sk: Program, ht: dict, relaxed: CostModel, real: CostModel, s
                                    if any(a == f or a in before[f] for f in fs)),
                 creates=made[a]))
         ends = {a: ht[(a.kind, s)][0] + ht[(a.kind, s)][1] for a in acts}
-        first_free = min((max(ends[f] for f in fs) for fs in frees.values()),
-                         default=math.inf)
+        first_free = min((max(ends[f] for f in fs) for name, fs in frees.items()
+                          if size[name] > 0), default=math.inf)
         out.append((entries, first_free))
     return out
 
