@@ -34,7 +34,6 @@ from matris.train.pipeline.bounds import (
     bubble_lower_bound,
     ceiling,
     lower_bound,
-    split_relaxation,
     total_work,
 )
 from matris.train.pipeline.costs import CostModel, load_costs, toy_profile
@@ -174,8 +173,11 @@ def makespan_bound(skels: dict, cm: CostModel, mem_cap=None) -> float:
     """The shortest makespan any schedule on these placements could reach, splitting any
     subset of its phases (``split_relaxation`` for the split skeletons), within
     ``mem_cap`` if given: no ratio over a baseline beats makespan(baseline) / it."""
-    relaxed = split_relaxation(cm)
-    return min(lower_bound(sk, relaxed if sw else cm, mem_cap=mem_cap)
+    # A skeleton whose split phases all run whole, marked so (``unsplit``), is bounded
+    # through the split relaxation for every choice of split phases, and its memory
+    # windows keep the real W queues of the phases that do split.
+    return min(lower_bound(sk.run_whole(sk.split_phases()) if sw else sk, cm,
+                           mem_cap=mem_cap)
                for (w, sw), sk in skels.items())
 
 
