@@ -140,7 +140,7 @@ def _best_of(skel: Program, costs: CostModel | None, cost_aware, make_policy) ->
 
 # --------------------------------------------------------------------------- symfold
 def symfold(P: int, M: int, costs: CostModel | None = None, *, w_slot: str = "end",
-            **options) -> Program:
+            cycle: str | None = None, **options) -> Program:
     """SymFold: linear placement read as a 2P-virtual-stage V, with the ZB-V-like cyclic
     order. Rank i runs, in cycle c = 0, 1, 2, ...::
 
@@ -148,17 +148,28 @@ def symfold(P: int, M: int, costs: CostModel | None = None, *, w_slot: str = "en
 
     skipping micro-batches outside 0..M−1 (warm-up and cool-down are the same pattern
     with holes). In flight on rank i: 2P − i P1 graphs, i + 1 P2 graphs (P with lazy-P3).
+    ``cycle="p4-first"`` runs the cycle's P4 before its P1, so a set is freed before the
+    next is allocated: 2P − 1 − i P1 graphs at the same makespan at equal costs (the
+    default with lazy P3, where A' also lives until P4 and every rank's peak drops by
+    one P1 graph; with eager P3 the peak is reached elsewhere in the cycle and the
+    classic ``"p1-first"`` order is kept).
     Energy-only (``phases=2``): P1(c), P4(c − (P−1−i)), i.e. classic 1F1B.
     ``split_w`` (ZBV-4): W4 and W3 of the cycle's P4/P3 micro-batches go at the cycle's
     end (``w_slot="end"``) or right after their phase (``"after"``). Fused turn: rank
     P−1 runs P34 in the P3 slot. Cost-oblivious: ``costs`` is not used.
     """
     skel = skeleton("symfold", P, M, **_variant(costs, options))
+    if cycle is None:
+        cycle = "p4-first" if skel.lazy_p3 else "p1-first"
+    if cycle not in ("p1-first", "p4-first"):
+        raise ValueError(f"symfold: cycle must be 'p1-first' or 'p4-first', got {cycle!r}")
     if skel.four_phase:
         slots = [(Kind.P1, lambda i: 0), (Kind.P4, lambda i: 2 * P - 1 - i),
                  (Kind.P2, lambda i: P - 1 - i), (Kind.P3, lambda i: P - 1)]
     else:
         slots = [(Kind.P1, lambda i: 0), (Kind.P4, lambda i: P - 1 - i)]
+    if cycle == "p4-first":
+        slots[:2] = slots[1::-1]
     orders = []
     for i in range(P):
         order: list[Action] = []

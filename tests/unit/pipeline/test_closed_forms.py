@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from matris.train.pipeline.costs import toy_profile, uniform
+from matris.train.pipeline.costs import measured_profile, toy_profile, uniform
 from matris.train.pipeline.schedules import make_schedule
 from matris.train.pipeline.simulate import simulate
 
@@ -50,3 +50,36 @@ def test_symfold_measured_profiles(variant, P, M):
     tail = (P - 1) * (t3 + t4)
     r = simulate(make_schedule("symfold", P, M, cm), cm)
     assert r.bubble == pytest.approx(tail / (M * (t1 + t2 + t3 + t4) + tail))
+
+
+@pytest.mark.parametrize("P, M", [(2, 4), (4, 8), (6, 12), (8, 16)])
+def test_symfold_p4_first_cycle_frees_before_it_allocates(P, M):
+    """The cycle's P4 before its P1: the same bubble at equal costs, one P1 graph fewer
+    on every rank (2P−1−i), so with lazy P3 every rank's peak drops by one |A|."""
+    cm = uniform(P, lazy_p3=True)
+    classic = simulate(make_schedule("symfold", P, M, cm, cycle="p1-first"), cm)
+    first = simulate(make_schedule("symfold", P, M, cm), cm)  # lazy default
+    assert first.program.orders != classic.program.orders
+    assert first.bubble == pytest.approx((P - 1) / (2 * M + P - 1)) == classic.bubble
+    assert first.peak_a == [2 * P - 1 - i for i in range(P)]
+    assert classic.peak_a == [2 * P - i for i in range(P)]
+    assert first.peak_mem == pytest.approx([m - cm.mem_a[0] for m in classic.peak_mem])
+    eager = uniform(P)
+    assert make_schedule("symfold", P, M, eager).orders == \
+        make_schedule("symfold", P, M, eager, cycle="p1-first").orders
+    with pytest.raises(ValueError, match="cycle"):
+        make_schedule("symfold", P, M, cycle="p3-first")
+
+
+@pytest.mark.parametrize("P, M", [(4, 8), (8, 16), (8, 32)])
+def test_lazy_symfold_holds_no_more_than_1f1b4_on_any_rank(P, M):
+    """10M CPU profile, lazy P3: rank by rank (not only the largest rank) symfold's
+    peak is at most 1f1b4's, and it is faster."""
+    cm = measured_profile("lazy", P)
+    sym = simulate(make_schedule("symfold", P, M, cm), cm)
+    base = simulate(make_schedule("1f1b4", P, M, cm), cm)
+    assert all(s <= b + 1e-9 for s, b in zip(sym.peak_mem, base.peak_mem, strict=True))
+    assert sym.makespan < base.makespan
+    classic = simulate(make_schedule("symfold", P, M, cm, cycle="p1-first"), cm)
+    assert not all(s <= b + 1e-9 for s, b in zip(classic.peak_mem, base.peak_mem,
+                                                 strict=True))
