@@ -17,8 +17,10 @@ simpler configuration). Then ``restarts`` randomized passes (multi-pass list sch
 with biased random sampling) re-run the :data:`RESTART_CONFIGS` fastest list-scheduled
 configurations with each action's priority jittered by up to 1, 2 or 4 hops
 (:data:`JITTER_HOPS`; reproducible: seeded per pass); one replaces the choice only if it
-is strictly faster within the cap. The chosen configuration and every candidate's
-makespan are recorded in ``program.meta``.
+is strictly faster within the cap. Where hand-offs cost time, every list-scheduled
+configuration is also planned without latency and replayed with it (greedy rules that
+see each hand-off a little late lose their pattern). The chosen configuration and every
+candidate's makespan are recorded in ``program.meta``.
 """
 
 from __future__ import annotations
