@@ -36,7 +36,7 @@ from functools import cache
 from .actions import Action, Kind
 from .costs import CostModel
 from .deps import creates, freeing_actions, predecessors, successors_map
-from .memory_windows import window_bound
+from .memory_windows import whole_phase_tails, window_bound
 from .program import Program
 
 
@@ -98,9 +98,10 @@ def lower_bound(prog: Program, costs: CostModel, mem_cap=None) -> float:
         caps = [mem_cap] * prog.num_devices if isinstance(mem_cap, (int, float)) \
             else list(mem_cap)
         cm = costs.for_stages(prog.num_stages)
+        whole_tails = whole_phase_tails(prog, ht, cm) if mixed else None
         for d in range(prog.num_devices):
             best = max(best, _memory_term(prog, cm, ht, d, caps[d]),
-                       window_bound(prog, ht, cm, real, d, caps[d], mixed))
+                       window_bound(prog, ht, real, d, caps[d], whole_tails))
     return best
 
 

@@ -76,17 +76,18 @@ class _Entry:
     creates: str | None
 
 
-def window_bound(sk: Program, ht: dict, relaxed: CostModel, real: CostModel, d: int,
-                 cap: float, mixed: bool) -> float:
+def window_bound(sk: Program, ht: dict, real: CostModel, d: int, cap: float,
+                 whole_tails: dict | None) -> float:
     """Makespan lower bound of rank ``d`` under per-rank memory ``cap`` (module docstring).
 
     Args:
-        sk: the program with every split phase split (the relaxation's skeleton when
-            ``mixed``), its stage count matching ``relaxed`` / ``real``.
-        ht: :func:`~.bounds.heads_tails` of ``sk`` under ``relaxed``.
-        relaxed: costs for heads, tails and window lengths (lower bounds).
+        sk: the program with every split phase split (the relaxation's skeleton when the
+            real program splits only some), its stage count matching ``real``.
+        ht: :func:`~.bounds.heads_tails` of ``sk`` under the relaxed costs (heads, tails
+            and window lengths: lower bounds).
         real: costs for durations and set sizes of the real program.
-        mixed: each splittable phase may run split or whole (``Program.unsplit``).
+        whole_tails: :func:`whole_phase_tails` if each splittable phase may run split or
+            whole (``Program.unsplit``), else None (every split phase splits).
     """
     stages = sk.stages_of(d)
     if not stages or math.isinf(cap):
@@ -94,8 +95,7 @@ def window_bound(sk: Program, ht: dict, relaxed: CostModel, real: CostModel, d: 
     M = sk.num_microbatches
     sizes = real.set_sizes()
     size_of = {s: {name: sizes[name][s] for name in sizes} for s in stages}
-    options = {s: _group_options(sk, ht, relaxed, real, s, mixed, size_of[s])
-               for s in stages}
+    options = {s: _group_options(sk, ht, real, s, whole_tails, size_of[s]) for s in stages}
     entries_of = {s: [opt for opt, _ in options[s]] for s in stages}
 
     f_start = min(free for s in stages for _, free in options[s])
@@ -121,15 +121,16 @@ def window_bound(sk: Program, ht: dict, relaxed: CostModel, real: CostModel, d: 
     return separate
 
 
-def _group_options(sk: Program, ht: dict, relaxed: CostModel, real: CostModel, s: int,
-                   mixed: bool, size: dict) -> list[tuple[list[_Entry], float]]:
-    """Per split choice of stage ``s`` (every splittable phase split or, if ``mixed``,
-    also whole): the entries of micro-batch 0's group, and the earliest time any of its
-    sets that count (``size`` > 0) can be freed (a set dies at the end of the last of
-    its freeing actions: the latest of their earliest ends, relaxed head + duration)."""
+def _group_options(sk: Program, ht: dict, real: CostModel, s: int,
+                   whole_tails: dict | None, size: dict) -> list[tuple[list[_Entry], float]]:
+    """Per split choice of stage ``s`` (every splittable phase split or, with
+    ``whole_tails``, also whole): the entries of micro-batch 0's group, and the earliest
+    time any of its sets that count (``size`` > 0) can be freed (a set dies at the end of
+    the last of its freeing actions: the latest of their earliest ends, relaxed head +
+    duration)."""
     splittable = [Action(k, s, 0) for k in (Kind.P3, Kind.P4) if sk.splits(Action(k, s, 0))]
     choices = [()]
-    if mixed:
+    if whole_tails is not None:
         choices = [c for n in range(len(splittable) + 1)
                    for c in itertools.combinations(splittable, n)]
     out = []
@@ -144,7 +145,7 @@ def _group_options(sk: Program, ht: dict, relaxed: CostModel, real: CostModel, s
         for a in acts:
             head, dur_lb, tail = ht[(a.kind, s)]
             if a in whole:  # whole: no W edge behind it
-                tail = _tail_without_w(sk, ht, relaxed, a)
+                tail = whole_tails[a]
             entries.append(_Entry(
                 work=real.duration(var, a), head=head, tail=tail, duration_lb=dur_lb,
                 pins_start=frozenset(made[b] for b in before[a] | {a} if made[b]),
@@ -168,21 +169,24 @@ def _ancestors(prog: Program, acts: list[Action]) -> dict[Action, set[Action]]:
     return out
 
 
-def _tail_without_w(sk: Program, ht: dict, relaxed: CostModel, a: Action) -> float:
-    """Relaxed tail of a split phase's critical part, ignoring the edge to its own W (the
-    tail of the same phase run whole)."""
-    best = 0.0
+def whole_phase_tails(sk: Program, ht: dict, relaxed: CostModel) -> dict[Action, float]:
+    """Relaxed tail of every split phase's critical part (micro-batch 0) without the
+    edge to its own W: the tail of the same phase run whole. One pass over the
+    micro-batch's actions."""
+    out = {a: 0.0 for a in (Action(k, st, 0) for st in range(sk.num_stages)
+                            for k in (Kind.P3, Kind.P4)) if sk.splits(a)}
     for b in (Action(k, st, 0) for st in range(sk.num_stages) for k in sk.stage_kinds(st, 0)):
         if b.kind in W_OF:
             continue
+        _, dur, tail = ht[(b.kind, b.stage)]
         for dep in predecessors(sk, b):
-            if dep.producer != a:
+            a = dep.producer
+            if a not in out:
                 continue
             cross = sk.device_of(a.stage) != sk.device_of(b.stage)
             lat = relaxed.comm_time(dep.phase) if (cross and dep.phase) else 0.0
-            _, dur, tail = ht[(b.kind, b.stage)]
-            best = max(best, lat + dur + tail)
-    return best
+            out[a] = max(out[a], lat + dur + tail)
+    return out
 
 
 def _window_work(options: dict, size_of: dict, M: int, cap: float, length: float,

@@ -122,7 +122,8 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
     # The search as a list of independent tasks (pure: any process can evaluate any of
     # them). Seeds first: the fixed patterns compete too, so at equal memory wavek is
     # never slower than symfold / ZBV-4 or than Hanayo's rule under the same cap.
-    # (config, per-rank caps, make() → (program or None, extra config), list-scheduled?)
+    # (config, per-rank caps, make() → (program or None, extra config), are the list
+    # schedule's own times the real ones?)
     # With communication latency every list-scheduled configuration is also planned
     # without it and replayed with it: a greedy rule that sees every hand-off a little
     # late breaks its pattern (at α = 0.001 t1 the plan lost 3 % at (8, 8); the α-free
@@ -141,15 +142,14 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
                                                      options), not plan))
 
     def evaluate(i: int) -> tuple[dict, Program | None]:
-        cfg, level, make, listed = tasks[i]
+        cfg, level, make, exact = tasks[i]
         prog, extra = make()
         row = {**cfg, **extra, "cap": max(level)}
         if prog is None:
             return {**row, "makespan": None, "note": "stalled"}, None
-        if listed:  # the simulator reproduces the list schedule's times exactly
-            # (not for a plan made without latency: it is replayed with it below)
+        if exact:  # the simulator reproduces the list schedule's times exactly
             span, peak = (prog.meta["list_schedule"][k] for k in ("makespan", "peak_mem"))
-        else:
+        else:  # a fixed pattern, or a plan made without latency: replay with the costs
             sim = simulate(prog, costs)
             span, peak = sim.makespan, sim.peak_mem
         fits = all(p <= c + 1e-9 for p, c in zip(peak, caps))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from matris.train.pipeline.costs import measured_profile, toy_profile, uniform
+from matris.train.pipeline.costs import CostModel, measured_profile, toy_profile, uniform
 from matris.train.pipeline.schedules import make_schedule
 from matris.train.pipeline.simulate import simulate
 
@@ -88,10 +90,6 @@ def test_lazy_symfold_holds_no_more_than_1f1b4_on_any_rank(P, M):
 def test_p4_first_never_holds_more_with_random_costs():
     """Lazy P3, random unequal costs, W split or fused turn: every rank's peak with P4
     first is at most the classic order's; the makespan moves by less than 2 %."""
-    import random
-
-    from matris.train.pipeline.costs import CostModel
-
     rng = random.Random(3)
     for _ in range(60):
         P, M = rng.choice([2, 3, 4, 6]), rng.randint(1, 20)

@@ -4,6 +4,7 @@ closed argument says it must be."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 from dataclasses import replace
@@ -37,14 +38,20 @@ def random_costs(S: int, rng: random.Random, lazy: bool = False) -> CostModel:
                      lazy_p3=lazy)
 
 
-def without_windows(prog, costs, cap) -> float:
+@contextlib.contextmanager
+def windows_off():
     """The bound as it was before the window term (for 'it raises the bound')."""
     keep = bounds.window_bound
     bounds.window_bound = lambda *args: 0.0
     try:
-        return lower_bound(prog, costs, mem_cap=cap)
+        yield
     finally:
         bounds.window_bound = keep
+
+
+def without_windows(prog, costs, cap) -> float:
+    with windows_off():
+        return lower_bound(prog, costs, mem_cap=cap)
 
 
 def every_order(sk: Program):
@@ -187,12 +194,8 @@ def test_the_end_window_sees_the_w_queues_lazy():
     r = simulate(prog, cm)
     assert max(r.peak_mem) <= cap + 1e-9
     new = bubble_lower_bound(prog, cm, cap)
-    keep = bounds.window_bound
-    bounds.window_bound = lambda *args: 0.0
-    try:
+    with windows_off():
         old = bubble_lower_bound(prog, cm, cap)
-    finally:
-        bounds.window_bound = keep
     assert old < 0.04 < 0.08 < new < r.bubble
     # Without queues the same program could hide the tail: the bound falls back.
     free_queues = replace(cm.for_stages(P), mem_q4=(0.0,) * P)
