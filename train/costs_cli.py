@@ -51,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from .config import ConfigError, load_config
     from .data import GraphDataset, collate_batch
+    from .dist.launch import pick_device
     from .pipeline.costs import save_costs
     from .pipeline.measure import cost_models, measure_runs
-    from .step import param_dtype
+    from .step import autocast_context, param_dtype
     from .trainer import build_model, open_dataset
 
     try:
@@ -66,18 +67,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = torch.device(cfg.train.device)
-    dtype = param_dtype(cfg.train.dtype)  # bf16: fp32 here (no autocast in the chain)
+    try:
+        device = pick_device(cfg.train.device)
+    except (RuntimeError, ValueError) as err:
+        print(f"error: train.device: {err}", file=sys.stderr)
+        return 2
+    if cfg.train.dtype == "bf16" and device.type != "cuda":
+        print("error: train.dtype: bf16 autocast needs a CUDA device; this machine has "
+              f"{device}", file=sys.stderr)
+        return 2
+    dtype = param_dtype(cfg.train.dtype)  # bf16: fp32 master weights, autocast below
+    # The executor's own autocast (bf16 on CUDA, else none): phases are timed as trained.
+    autocast = (lambda: autocast_context(device, cfg.train.dtype)) \
+        if cfg.train.dtype == "bf16" else None
     ds = open_dataset(cfg.data.root, cfg.data.train_split)
     model = build_model(cfg, ds.reference_energies, device, dtype)
     frames = pick_frames(np.asarray(ds.natoms), cfg.train.max_atoms, args.frames)
     graphs = GraphDataset(ds, model.config.cutoff, model.config.three_body_cutoff)
     batch = collate_batch([graphs[i] for i in frames]).to(device, dtype)
     res = measure_runs(model, batch, cfg.loss, args.repeats,
-                       log=lambda line: print(line, flush=True))
+                       log=lambda line: print(line, flush=True), autocast=autocast)
     info = res["info"]
-    label = (f"{cfg.model.preset} {dict(cfg.model.overrides)} on {device.type}, "
-             f"{str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads, "
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"cpu, {torch.get_num_threads()} threads")
+    precision = "bf16 autocast" if autocast else str(dtype).removeprefix("torch.")
+    label = (f"{cfg.model.preset} {dict(cfg.model.overrides)} on {where}, {precision}, "
              f"{len(frames)} frames of {cfg.data.root} ({info['atoms']} atoms, "
              f"{info['angles']} angles); one entry per unit stage")
     models = cost_models(res, label)

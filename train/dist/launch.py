@@ -108,7 +108,9 @@ def _routable_address() -> str:
         "MATRIS_MASTER_ADDR to an address of rank 0 reachable from every node")
 
 
-def _pick_device(device: str, local_rank: int) -> torch.device:
+def pick_device(device: str, local_rank: int = 0) -> torch.device:
+    """``train.device`` (auto, cpu, cuda) → this rank's torch device; CUDA: GPU
+    ``local_rank`` mod the visible count, made the current device."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -178,7 +180,7 @@ def init_distributed(*, device: str = "auto", timeout_s: float = 300.0,
         warnings.warn(f"{requested} threads per rank requested but {len(cores)} cores are shared "
                       f"by {local_size} ranks on this node; using {n_threads}", stacklevel=2)
     torch.set_num_threads(n_threads)
-    dev = _pick_device(device, local_rank)
+    dev = pick_device(device, local_rank)
     backend, addr, port = None, None, None
     if world > 1 or force_group:
         backend = "nccl" if dev.type == "cuda" else "gloo"

@@ -23,6 +23,7 @@ import torch
 from matris.nn.exchange import LOCAL
 
 from .actions import Kind
+from .clock import action_clock
 from .costs import CostModel
 from .executor import stage_parameters
 from .phases import FourPhase, Micro, Slot
@@ -87,24 +88,28 @@ RUNS = {"eager": (False, ()), "eager_split": (False, (Kind.P3, Kind.P4)),
 #: block; the unit chain's last stage is the readout alone, too small to measure it on.
 
 
-def run_chain(model, stages, batch, loss, *, lazy: bool, split, memory: bool = False):
+def run_chain(model, stages, batch, loss, *, lazy: bool, split, memory: bool = False,
+              autocast=None):
     """One micro-batch through every stage, phase by phase: ({(kind, stage): seconds},
-    with ``memory`` {("A" | "A'" | "Q3" | "Q4", stage): bytes}, boundary bytes)."""
+    with ``memory`` {("A" | "A'" | "Q3" | "Q4", stage): bytes}, boundary bytes).
+    ``autocast``: the executor's context-manager factory for the forward (bf16 on CUDA).
+    Times wait for the device's queued work (``clock.action_clock``)."""
     S = len(stages)
     counts = batch.labels.counts()
     _, params = stage_parameters(model, dict(enumerate(stages)))
     ph = FourPhase(dict(enumerate(stages)), S, loss, counts, lazy_p3=lazy,
-                   split=frozenset(split), params=params,
+                   split=frozenset(split), params=params, autocast=autocast,
                    dtype=next(model.parameters()).dtype)
     micro = Micro(batch.graph, batch.labels, LOCAL, None, 1.0, bool(batch.graph.pbc.all()))
     slots = [Slot(s, 0, micro) for s in range(S)]
     times, mem = {}, {}
     all_params = list(model.parameters())
+    clock = action_clock(batch.graph.positions.device)
 
     def timed(key, fn, *args):
-        t = time.perf_counter()
+        t = clock()
         out = fn(*args)
-        times[key] = time.perf_counter() - t
+        times[key] = clock() - t
         return out
 
     h = None
@@ -147,9 +152,10 @@ def run_chain(model, stages, batch, loss, *, lazy: bool, split, memory: bool = F
     return times, {k: v for k, v in mem.items() if k[0] != "seen"}, boundary
 
 
-def measure_runs(model, batch, loss, repeats: int = 3, log=print) -> dict:
+def measure_runs(model, batch, loss, repeats: int = 3, log=print, autocast=None) -> dict:
     """Every run of :data:`RUNS`, interleaved ``repeats`` times, on ``batch`` (a collated
-    labelled micro-batch, already on the model's device and dtype).
+    labelled micro-batch, already on the model's device and dtype); ``autocast`` as in
+    :func:`run_chain`.
 
     Returns {"info", "median", "samples", "boundary", "mem"}: times in seconds keyed
     ``"P1:s"``…, bytes per stage of |A| / |A'| (``"A:s"``, ``"A':s"``) and of the W
@@ -168,18 +174,19 @@ def measure_runs(model, batch, loss, repeats: int = 3, log=print) -> dict:
     # Untimed first chain: warms the allocator and measures |A|, |A'| (the saved-tensor
     # hooks would slow the timed runs).
     _, mem, boundary = run_chain(model, stages, batch, loss, lazy=False, split=(),
-                                 memory=True)
+                                 memory=True, autocast=autocast)
     # The queues, from untimed split chains (|A|, |A'| stay those of the unsplit run).
     for prefix, (lazy, split) in (("", RUNS["eager_split"]), ("lazy ", RUNS["lazy_split"])):
         _, qmem, _ = run_chain(model, stages, batch, loss, lazy=lazy, split=split,
-                               memory=True)
+                               memory=True, autocast=autocast)
         mem.update({(prefix + k[0], k[1]): v for k, v in qmem.items() if k[0][0] == "Q"})
     order = [r for _ in range(repeats) for r in RUNS]
     for i, run in enumerate(order):
         lazy, split = RUNS[run]
         t = time.time()
         chain = whole if run.startswith("whole") else stages
-        times, _, _ = run_chain(model, chain, batch, loss, lazy=lazy, split=split)
+        times, _, _ = run_chain(model, chain, batch, loss, lazy=lazy, split=split,
+                                autocast=autocast)
         for k, v in times.items():
             samples[run].setdefault(f"{k[0].name}:{k[1]}", []).append(v)
         if log is not None:

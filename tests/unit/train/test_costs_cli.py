@@ -30,9 +30,10 @@ def test_pick_frames_spreads_and_respects_the_atom_cap():
 def test_costs_command_writes_a_bundle_wavek_uses(tmp_path, capsys):
     root = build_emt_dataset(tmp_path / "ds", n=12, seed=3)
     out = tmp_path / "costs.json"
+    # train.device=auto (the default) resolves as the launcher does (CPU here).
     assert main(["costs", TINY, f"data.root={root}", "model.overrides.num_blocks=4",
-                 "train.dtype=float64", "train.max_atoms=40", "--out", str(out),
-                 "--repeats", "1", "--frames", "3"]) == 0
+                 "train.dtype=float64", "train.max_atoms=40", "train.device=auto",
+                 "--out", str(out), "--repeats", "1", "--frames", "3"]) == 0
     assert "parallel.costs=" in capsys.readouterr().out
     models = load_costs(out)
     assert set(models) == {"eager", "lazy"} and models["lazy"].lazy_p3
@@ -68,3 +69,12 @@ def test_costs_command_writes_a_bundle_wavek_uses(tmp_path, capsys):
     with pytest.raises(ValueError, match="measured on a model with 4 interaction blocks"):
         build_program("wavek", 2, 4, 6, costs=eager)
     assert main(["costs", TINY, f"data.root={root}", "--out", str(out), "--repeats", "0"]) == 2
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU refusal")
+def test_costs_command_refuses_bf16_without_a_gpu(tmp_path, capsys):
+    out = tmp_path / "costs.json"
+    assert main(["costs", TINY, f"data.root={tmp_path}", "train.device=auto",
+                 "train.dtype=bf16", "--out", str(out)]) == 2
+    assert "bf16 autocast needs a CUDA device" in capsys.readouterr().err
+    assert not out.exists()
