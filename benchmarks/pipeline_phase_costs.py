@@ -2,14 +2,16 @@
 factor, activation bytes |A| / |A'| and boundary tensor bytes; write a CostModel JSON.
 
     python benchmarks/pipeline_phase_costs.py [--preset 10m] [--repeats 3] [--date D]
+        [--device cpu|cuda|auto] [--dtype fp32|bf16] [--tag T]
 
-One process, one torch thread, float32. The model is cut at every unit
-(``cuts = [0, 1, ..., L]``): stage 0 = embedding, stages 1..L = one block each, stage
-L + 1 = the readout alone (so that a cost file prices every stage count up to L + 2; runs
-before 2026-11-22 had the final block and the readout in one stage). A realistic
-micro-batch (a 32-atom fcc Cu–Au cell and a 16-atom diamond Si cell, rattled) runs
-through the executor's own phase code (``matris.train.pipeline.phases``) as a one-rank
-chain, stage by stage:
+One process, one torch thread, float32 (``--dtype bf16``: the trainer's bf16 autocast,
+CUDA only; on a GPU every action is timed after waiting for the device). The model is
+cut at every unit (``cuts = [0, 1, ..., L]``): stage 0 = embedding, stages 1..L = one
+block each, stage L + 1 = the readout alone (so that a cost file prices every stage
+count up to L + 2; runs before 2026-11-22 had the final block and the readout in one
+stage). A realistic micro-batch (a 32-atom fcc Cu–Au cell and a 16-atom diamond Si
+cell, rattled) runs through the executor's own phase code
+(``matris.train.pipeline.phases``) as a one-rank chain, stage by stage:
 
 * run **eager**: P1 0→S−1, P2 S−1→0 (create_graph), P3 0→S−1, P4 S−1→0;
 * run **eager + W split**: the same with P3 / P4 split into critical part + W (the
@@ -50,9 +52,11 @@ from matris.graph import build_graph
 from matris.model import MatRIS
 from matris.train.config import LossConfig
 from matris.train.cpu_allocator import tune_cpu_allocator
+from matris.train.dist.launch import pick_device
 from matris.train.graph_parallel.testing import labelled_batch
 from matris.train.pipeline.costs import CostModel, save_costs
 from matris.train.pipeline.measure import cost_models, measure_runs
+from matris.train.step import autocast_context
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -79,19 +83,38 @@ def structures(cfg, seed: int = 0) -> list:
 def measure(args) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    device = pick_device(args.device)
+    if args.dtype == "bf16" and device.type != "cuda":
+        raise SystemExit("--dtype bf16 (autocast, as the trainer's train.dtype=bf16) needs "
+                         f"a CUDA device; --device {args.device} gave {device}")
     model = MatRIS(preset(args.preset)).float()
     model.set_reference_energies(np.random.default_rng(0).uniform(-8, -1, 119))
-    batch = labelled_batch(structures(model.config), seed=1, dtype=torch.float32)
+    model.to(device)
+    batch = labelled_batch(structures(model.config), seed=1,
+                           dtype=torch.float32).to(device, torch.float32)
+    # The trainer's own autocast (fp32 master weights, bf16 compute on CUDA).
+    autocast = (lambda: autocast_context(device, "bf16")) if args.dtype == "bf16" else None
     res = measure_runs(model, batch, LossConfig(), args.repeats,
-                       log=lambda line: print(line, flush=True))
+                       log=lambda line: print(line, flush=True), autocast=autocast)
     res["info"]["preset"] = args.preset
+    res["info"]["device"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                             else "CPU")
+    res["info"]["precision"] = "bf16 autocast" if autocast else "fp32"
     return res
 
 
+def machine_of(res: dict) -> str:
+    """The machine a result was measured on (runs before 2026-11-23: this CPU VM)."""
+    dev = res["info"].get("device", "CPU")
+    return MACHINE if dev == "CPU" else dev
+
+
 def label_of(res: dict) -> str:
-    return (f"{res['info']['preset']} preset, CPU fp32, 1 thread, {MACHINE}, measured "
-            f"{res['date']} ({res['info']['atoms']} atoms, {res['info']['angles']} angles "
-            "per micro-batch); one entry per unit stage")
+    info = res["info"]
+    dev, precision = info.get("device", "CPU"), info.get("precision", "fp32")
+    where = f"CPU {precision}, 1 thread, {MACHINE}" if dev == "CPU" else f"{dev}, {precision}"
+    return (f"{info['preset']} preset, {where}, measured {res['date']} ({info['atoms']} "
+            f"atoms, {info['angles']} angles per micro-batch); one entry per unit stage")
 
 
 def uniform_models(models: dict, num: int = 10) -> dict[str, CostModel]:
@@ -129,13 +152,17 @@ def unit_text(stages: list) -> str:
 def write_markdown(res: dict, models: dict, path: Path) -> None:
     info, d = res["info"], res["derived"]
     S = len(info["stages"])
-    L = [f"# Pipeline phase costs ({info['preset']} preset), {res['date']}, {MACHINE}", "",
+    L = [f"# Pipeline phase costs ({info['preset']} preset), {res['date']}, "
+         f"{machine_of(res)}", "",
          f"`python benchmarks/pipeline_phase_costs.py {res['argv']}` — one process, 1 torch "
-         f"thread, float32; micro-batch: {info['structures']} structures, {info['atoms']} "
+         f"thread, {info.get('precision', 'fp32')} on {info.get('device', 'CPU')}; "
+         f"micro-batch: {info['structures']} structures, {info['atoms']} "
          f"atoms, {info['edges']} edges, {info['angles']} angles; medians of "
-         f"{res['repeats']} repeats. Load average {res['load'][0]:.1f} → "
-         f"{res['load'][1]:.1f} (2 cores shared with other jobs: absolute times carry "
-         "±30 %; ratios within one run are steadier). glibc mmap and heap trimming off "
+         f"{res['repeats']} repeats; on a GPU every action is timed after waiting for "
+         "the device (`train/pipeline/clock.py`). Host load average "
+         f"{res['load'][0]:.1f} → {res['load'][1]:.1f} (on the 2-core VM, cores shared "
+         "with other jobs: absolute times carry ±30 %; ratios within one run are "
+         "steadier). glibc mmap and heap trimming off "
          f"(`train/cpu_allocator.py`): {'yes' if res.get('malloc_tuned') else 'no'}.", "",
          f"Units: {unit_text(info['stages'])}. Times in ms; |A|, |A'| and the W queues' "
          "extra bytes |Q3|, |Q4| "
@@ -197,6 +224,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="10m")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"),
+                    help="bf16: the trainer's autocast (CUDA only), fp32 master weights")
+    ap.add_argument("--tag", default="", help="appended to the date in the file names")
     ap.add_argument("--date", default=time.strftime("%Y-%m-%d"))
     ap.add_argument("--rebuild", help="re-derive the cost files and report from a result "
                     "JSON of an earlier run (no measuring)")
@@ -210,8 +241,9 @@ def main(argv=None) -> int:
     else:
         load0 = os.getloadavg()
         res = measure(args)
-        res.update({"date": args.date, "repeats": args.repeats, "load": [load0[0],
-                    os.getloadavg()[0]], "argv": " ".join(sys.argv[1:]), "machine": MACHINE,
+        res.update({"date": args.date + args.tag, "repeats": args.repeats, "load": [load0[0],
+                    os.getloadavg()[0]], "argv": " ".join(sys.argv[1:]),
+                    "machine": machine_of(res),
                     "threads": torch.get_num_threads(), "malloc_tuned": tuned})
     models = cost_models(res, label_of(res))
     stem = RESULTS / f"pipeline_phase_costs_{args.date}"
