@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo clean-demo
+.PHONY: install test test-fast lint demo clean-demo gpu-check
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,12 @@ test-fast: install
 
 demo: install
 	$(BIN)/python -m matris.train.demo --out demo_out
+
+# On a machine with a CUDA GPU (and a CUDA build of torch, see README "GPU installs"):
+# the CUDA-path tests, then the 10M preset's phase costs on the GPU in fp32 and bf16
+# (benchmarks/results/pipeline_phase_costs_<date>-gpu-*.{md,json,costs.json}).
+gpu-check: install
+	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA device visible to torch')"
+	$(BIN)/python -m pytest -q tests/gpu
+	$(BIN)/python benchmarks/pipeline_phase_costs.py --device cuda --dtype fp32 --repeats 5 --tag -gpu-fp32
+	$(BIN)/python benchmarks/pipeline_phase_costs.py --device cuda --dtype bf16 --repeats 5 --tag -gpu-bf16
