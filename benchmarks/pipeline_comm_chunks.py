@@ -46,11 +46,11 @@ ROWS = {
 }
 
 
-def settings(args, cm0) -> list[tuple[str, object]]:
-    """(label, cost model) per communication setting of ``args`` for the profile ``cm0``."""
+def settings(args, cm0, fit: dict | None) -> list[tuple[str, object]]:
+    """(label, cost model) per communication setting of ``args`` for the profile ``cm0``;
+    ``fit``: the ``--link`` file's fitted link."""
     out = [(str(a), replace(cm0, alpha=a * cm0.stage_times[0][0])) for a in args.alphas]
-    if args.link:
-        fit = json.loads(Path(args.link).read_text())["fit"]
+    if fit is not None:
         if cm0.units != "s":
             raise ValueError(f"--link needs a cost file in seconds; {cm0.label!r} is in "
                              f"{cm0.units!r}")
@@ -61,11 +61,12 @@ def settings(args, cm0) -> list[tuple[str, object]]:
 
 def run(args) -> dict:
     out = {"alpha": args.alphas, "link": args.link, "points": {}, "profiles": {}}
+    fit = json.loads(Path(args.link).read_text())["fit"] if args.link else None
     for point in args.points:
         P, M = map(int, point.split("x"))
         for variant, cm0 in profiles(args, P).items():
             out["profiles"][variant] = cm0.label
-            for setting, cm in settings(args, cm0):
+            for setting, cm in settings(args, cm0, fit):
                 rows = {}
                 for label, (name, opts) in ROWS.items():
                     row = run_one(name, P, M, cm, opts)[0]

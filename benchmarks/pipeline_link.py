@@ -93,9 +93,12 @@ def worker(args) -> None:
     if env.world_size != 2:
         raise SystemExit(f"pipeline_link.py worker needs 2 ranks, got {env.world_size}")
     links = PeerLinks([0, 1], env.device)
-    real = [t.to(env.device) for t in boundary(args.preset)]
+    # Rank 1 only echoes what it receives: the payloads (and the model behind the real
+    # boundary) live on rank 0.
+    sender = env.rank == 0
+    real = [t.to(env.device) for t in boundary(args.preset)] if sender else []
     payloads = {str(nbytes): [torch.zeros(max(1, nbytes // 4), device=env.device)]
-                for nbytes in SIZES}
+                if sender else [] for nbytes in SIZES}
     payloads["real"] = real
     times: dict[str, list[float]] = {key: [] for key in payloads}
     # Rounds outside, payloads inside: a burst of load on the shared cores hits every
@@ -105,7 +108,7 @@ def worker(args) -> None:
             t = round_trip(links, env.rank, tensors, tag=10 + i)
             if r >= 2:
                 times[key].append(t)
-    if env.rank == 0:
+    if sender:
         real_times = times.pop("real")
         out = {"sizes": times, "device": str(env.device), "backend": env.backend,
                "real": {"shapes": [list(t.shape) for t in real],
@@ -139,12 +142,13 @@ def fit(raw: dict) -> dict:
             "real_spread_s": [min(raw["real"]["times"]), max(raw["real"]["times"])]}
 
 
-def stage_t1(costs_file: str, P: int) -> dict[str, float]:
-    """t1 (s) of one stage of the uniform P-stage cut of each profile of a cost file."""
+def stage_t1(costs_file: str, Ps: list[int]) -> dict[int, dict[str, float]]:
+    """{P: {profile: t1 (s) of one stage of the uniform P-stage cut}} of a cost file."""
     from matris.train.pipeline.costs import load_costs
 
-    return {name: sum(t[0] for t in cm.untied().for_stages(P).stage_times) / P
-            for name, cm in load_costs(costs_file).items()}
+    models = load_costs(costs_file)
+    return {P: {name: sum(t[0] for t in cm.untied().for_stages(P).stage_times) / P
+                for name, cm in models.items()} for P in Ps}
 
 
 def markdown(res: dict, argv: str) -> str:
@@ -212,7 +216,7 @@ def main(argv=None) -> int:
            "device": data["device"], "backend": data["backend"], "fit": fit(data),
            "measured_costs": args.measured_costs and os.path.relpath(args.measured_costs, REPO)}
     if args.measured_costs:
-        res["t1"] = {P: stage_t1(args.measured_costs, P) for P in args.P}
+        res["t1"] = stage_t1(args.measured_costs, args.P)
     Path(f"{stem}.json").write_text(json.dumps(res, indent=1))
     Path(f"{stem}.md").write_text(markdown(res, " ".join(sys.argv[1:] if argv is None
                                                            else argv)))

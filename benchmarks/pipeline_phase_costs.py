@@ -42,6 +42,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -92,14 +93,15 @@ def measure(args) -> dict:
     model.to(device)
     batch = labelled_batch(structures(model.config), seed=1,
                            dtype=torch.float32).to(device, torch.float32)
-    # The trainer's own autocast (fp32 master weights, bf16 compute on CUDA).
-    autocast = (lambda: autocast_context(device, "bf16")) if args.dtype == "bf16" else None
+    # The trainer's own autocast (fp32 master weights, bf16 compute on CUDA; fp32: none).
+    autocast = partial(autocast_context, device,
+                       "bf16" if args.dtype == "bf16" else "float32")
     res = measure_runs(model, batch, LossConfig(), args.repeats,
                        log=lambda line: print(line, flush=True), autocast=autocast)
     res["info"]["preset"] = args.preset
     res["info"]["device"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
                              else "CPU")
-    res["info"]["precision"] = "bf16 autocast" if autocast else "fp32"
+    res["info"]["precision"] = "bf16 autocast" if args.dtype == "bf16" else "fp32"
     return res
 
 

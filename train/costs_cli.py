@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=8, help="at most this many frames")
     args = ap.parse_args(argv)
 
+    from functools import partial
+
     import torch
 
     from .config import ConfigError, load_config
@@ -78,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dtype = param_dtype(cfg.train.dtype)  # bf16: fp32 master weights, autocast below
     # The executor's own autocast (bf16 on CUDA, else none): phases are timed as trained.
-    autocast = (lambda: autocast_context(device, cfg.train.dtype)) \
-        if cfg.train.dtype == "bf16" else None
+    autocast = partial(autocast_context, device, cfg.train.dtype)
     ds = open_dataset(cfg.data.root, cfg.data.train_split)
     model = build_model(cfg, ds.reference_energies, device, dtype)
     frames = pick_frames(np.asarray(ds.natoms), cfg.train.max_atoms, args.frames)
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     info = res["info"]
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"cpu, {torch.get_num_threads()} threads")
-    precision = "bf16 autocast" if autocast else str(dtype).removeprefix("torch.")
+    precision = ("bf16 autocast" if cfg.train.dtype == "bf16"
+                 else str(dtype).removeprefix("torch."))
     label = (f"{cfg.model.preset} {dict(cfg.model.overrides)} on {where}, {precision}, "
              f"{len(frames)} frames of {cfg.data.root} ({info['atoms']} atoms, "
              f"{info['angles']} angles); one entry per unit stage")

@@ -26,7 +26,9 @@ candidate's makespan are recorded in ``program.meta``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
+from typing import NamedTuple
 
 from .actions import Kind, ScheduleError
 from .costs import CostModel, uniform
@@ -78,6 +80,15 @@ def candidates(waves=(0, 1), split_w=None, orders=("depth", "mb"), slacks=SLACKS
     return out
 
 
+class _Task(NamedTuple):
+    """One candidate of wavek's search (pure: any process can evaluate it)."""
+
+    cfg: dict                       # its row in ``meta["candidates"]``
+    level: list                     # per-rank memory caps it is built under
+    make: Callable                  # () → (program or None, extra config)
+    planned_with: CostModel | None  # a list schedule's planning costs; None: fixed pattern
+
+
 def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
           mem_cap=None, waves=None, max_waves: int = 1, split_w=None,
           orders=("depth", "mb"), slacks=SLACKS, restarts: int = 8, seed: int = 0,
@@ -122,8 +133,6 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
     # The search as a list of independent tasks (pure: any process can evaluate any of
     # them). Seeds first: the fixed patterns compete too, so at equal memory wavek is
     # never slower than symfold / ZBV-4 or than Hanayo's rule under the same cap.
-    # (config, per-rank caps, make() → (program or None, extra config), are the list
-    # schedule's own times the real ones?)
     # With communication latency every list-scheduled configuration is also planned
     # without it and replayed with it: a greedy rule that sees every hand-off a little
     # late breaks its pattern (at α = 0.001 t1 the plan lost 3 % at (8, 8); the α-free
@@ -131,23 +140,23 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
     plans = {"": costs}
     if any(costs.comm_time(k) > 0 for k in (Kind.P1, Kind.P2, Kind.P3, Kind.P4)):
         plans["no-latency"] = replace(costs, alpha=0.0, beta=math.inf)
-    tasks: list[tuple[dict, list, object, bool]] = []
+    tasks: list[_Task] = []
     for level in levels:
         for cfg, make in _seeds(P, M, costs, level, wave_list, split_w, options):
-            tasks.append((cfg, level, make, False))
+            tasks.append(_Task(cfg, level, make, None))
         for plan, plan_costs in plans.items():
             for cfg in candidates(wave_list, split_w, orders, slacks):
                 cfg = {**cfg, "plan": plan} if plan else cfg
-                tasks.append((cfg, level, _list_task(P, M, plan_costs, cfg, K, level,
-                                                     options), not plan))
+                tasks.append(_Task(cfg, level, _list_task(P, M, plan_costs, cfg, K, level,
+                                                          options), plan_costs))
 
     def evaluate(i: int) -> tuple[dict, Program | None]:
-        cfg, level, make, exact = tasks[i]
-        prog, extra = make()
-        row = {**cfg, **extra, "cap": max(level)}
+        task = tasks[i]
+        prog, extra = task.make()
+        row = {**task.cfg, **extra, "cap": max(task.level)}
         if prog is None:
             return {**row, "makespan": None, "note": "stalled"}, None
-        if exact:  # the simulator reproduces the list schedule's times exactly
+        if task.planned_with is costs:  # the simulator reproduces the list schedule exactly
             span, peak = (prog.meta["list_schedule"][k] for k in ("makespan", "peak_mem"))
         else:  # a fixed pattern, or a plan made without latency: replay with the costs
             sim = simulate(prog, costs)
@@ -178,17 +187,18 @@ def wavek(P: int, M: int, costs: CostModel | None = None, *, K: int = 0,
     run(0)
     n_plain = len(tasks)
     if restarts > 0:  # randomized passes over the fastest list-scheduled configurations
-        listed = sorted((i for i, row in enumerate(table)  # list-scheduled ones only
-                         if "slack" in tasks[i][0] and row.get("fits")),
+        listed = sorted((i for i, row in enumerate(table)
+                         if tasks[i].planned_with is not None and row.get("fits")),
                         key=lambda i: table[i]["makespan"])[:RESTART_CONFIGS]
         for n, i in enumerate(listed):
-            cfg, level, exact = tasks[i][0], tasks[i][1], tasks[i][3]
-            plan_costs = plans[cfg.get("plan", "")]
+            task = tasks[i]
             for a, amp in enumerate(JITTER_HOPS):
                 for r in range(restarts):
-                    jit = {**cfg, "jitter": [(seed * 1009 + n * 101 + a) * 1000 + r, amp]}
-                    tasks.append((jit, level, _list_task(P, M, plan_costs, jit, K, level,
-                                                         options), exact))
+                    jit = {**task.cfg,
+                           "jitter": [(seed * 1009 + n * 101 + a) * 1000 + r, amp]}
+                    tasks.append(_Task(jit, task.level, _list_task(
+                        P, M, task.planned_with, jit, K, task.level, options),
+                        task.planned_with))
         run(n_plain)
     chosen = None  # the first of the fastest (ties: the earlier, simpler configuration)
     for i, row in enumerate(table):
