@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 
 # Set by MPICH/Hydra, Open MPI and PMIx launchers respectively.
 _LAUNCHER_VARS = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
+# Seconds between writing a failing rank's traceback and aborting (see install_abort_hook).
+_FORWARD_GRACE_S = 1.0
 
 
 def under_mpirun() -> bool:
@@ -76,6 +79,10 @@ def install_abort_hook(comm) -> None:
         sys.stderr.write(f"[rank {comm.rank}] uncaught exception, aborting the MPI job:\n")
         sys.stderr.write("".join(traceback.format_exception(exc_type, exc, tb)))
         sys.stderr.flush()
+        sys.stdout.flush()
+        # MPI_Abort tears down this rank's pipes at once: give mpirun a moment to forward
+        # the traceback, or a loaded machine loses it (CI once saw an empty stderr).
+        time.sleep(_FORWARD_GRACE_S)
         try:
             comm.abort(1)
         finally:
