@@ -18,6 +18,9 @@ cell, rattled) runs through the executor's own phase code
   executor defers the linear maps' weight GEMMs, ``matris.nn.deferred``; ``split_factor``
   = (critical + W) / unsplit, 1 for a free split);
 * run **lazy**: P3 = ā only, P4 = the rest;
+* the same two split runs with every W **late**: after the step's last critical action,
+  as a schedule that splits runs it (deferred into a bubble, its saved factors out of
+  cache); the cost files price splits with these (``measure.RUNS``);
 * run **lazy + W4 split**;
 * the whole model as one stage, eager (Σ unit stages − it = the fixed per-stage cost)
   and lazy (a last stage's lazy P4 *is* the fused turn: fused factor = its time / the
@@ -168,15 +171,19 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
          f"(`train/cpu_allocator.py`): {'yes' if res.get('malloc_tuned') else 'no'}.", "",
          f"Units: {unit_text(info['stages'])}. Times in ms; |A|, |A'| and the W queues' "
          "extra bytes |Q3|, |Q4| "
-         "(eager split; lazy split |Q4| in the last column) in MiB.", "",
+         "(eager split; lazy split |Q4| in the last column) in MiB. c + W: a split "
+         "phase's critical part + its W, "
+         + ("W run late (after the step's last critical action)." if d.get("w_late") else
+            "W run right after its critical part."), "",
          "| stage | t1 | t2 | t3 | t4 | lazy t3 | lazy t4 | c3 + W3 | c4 + W4 | |A| | |A'| "
          "| |Q3| | |Q4| | lazy |Q4| |",
          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     e, z = models["eager"], models["lazy"]
     med = res["median"]
+    split_run = "eager_split_late" if d.get("w_late") else "eager_split"
     for s in range(S):
         ms = [x * 1e3 for x in e.stage_times[s]] + [x * 1e3 for x in z.stage_times[s][2:]]
-        split = [med["eager_split"].get(f"{k}:{s}", 0) * 1e3 for k in ("P3", "W3", "P4", "W4")]
+        split = [med[split_run].get(f"{k}:{s}", 0) * 1e3 for k in ("P3", "W3", "P4", "W4")]
         L.append(f"| {s} | " + " | ".join(f"{x:,.0f}" for x in ms) +
                  f" | {split[0]:,.0f} + {split[1]:,.0f} | {split[2]:,.0f} + {split[3]:,.0f} | "
                  + " | ".join(f"{x / 2**20:,.1f}" for x in (e.mem_a[s], e.mem_ap[s],
@@ -196,7 +203,11 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
           f"{d['lazy_w4']:.2f}); split factor (critical + W) / unsplit: P3 "
           f"{d['split_factor_P3']:.2f}, P4 {d['split_factor_P4']:.2f}, lazy P4 "
           f"{d['lazy_split_factor_P4']:.2f} (W = the deferred weight GEMMs of the linear "
-          "maps; 1.00 would be a free split)",
+          "maps; 1.00 would be a free split)" + (
+              "; W run late, as a splitting schedule runs it (the cost files price these)."
+              " With each W right after its critical part: P3 {P3:.2f}, P4 {P4:.2f}, lazy "
+              "P4 {lazy_P4:.2f}".format(**d["split_factors_w_right_after"])
+              if d.get("w_late") else ""),
           f"- fused turn (a last stage's lazy P4) / (t3 + t4): {d['fused_factor']:.2f} "
           + ("(the whole model as one stage)" if "whole_lazy" in med else
              "(measured on the final block + readout stage)"),

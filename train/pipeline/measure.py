@@ -3,10 +3,12 @@
 The torch side of ``benchmarks/pipeline_phase_costs.py`` and ``matris-train costs``: one
 micro-batch runs through the executor's own phase code (:class:`FourPhase`) as a one-rank
 chain over the model cut at every unit (stage 0 = embedding, then one interaction block
-per stage, the last = the readout alone), phase by phase, in six variants (:data:`RUNS`):
-eager, eager with W3/W4 split, lazy P3, lazy with W4 split, and the whole model as one
-stage, eager (for the fixed per-stage cost) and lazy (its P4 is the fused turn of a last
-stage that holds real work). Per-action times are medians over the
+per stage, the last = the readout alone), phase by phase, in eight variants
+(:data:`RUNS`): eager, eager with W3/W4 split (each W right after its critical part, and
+late: after the step's last critical action, as a splitting schedule runs it), lazy P3,
+lazy with W4 split (right after and late), and the whole model as one stage, eager (for
+the fixed per-stage cost) and lazy (its P4 is the fused turn of a last stage that holds
+real work). Per-action times are medians over the
 repeats; |A| (|A'|) = bytes of the distinct tensors saved for backward during P1 (P2) of a
 stage, parameters excluded (``saved_tensors_hooks``); |Q3| (|Q4|) = bytes of the distinct
 gradient factors a split P3 (P4) queues for its W action that A and A' do not hold already.
@@ -79,19 +81,28 @@ def queue_bytes(queue, held: set, params: set) -> int:
     return n
 
 
-RUNS = {"eager": (False, ()), "eager_split": (False, (Kind.P3, Kind.P4)),
-        "lazy": (True, ()), "lazy_split": (True, (Kind.P4,)), "whole": (False, ()),
-        "whole_lazy": (True, ())}
+#: name: (lazy P3, split phases, W late).
+RUNS = {"eager": (False, (), False), "eager_split": (False, (Kind.P3, Kind.P4), False),
+        "eager_split_late": (False, (Kind.P3, Kind.P4), True),
+        "lazy": (True, (), False), "lazy_split": (True, (Kind.P4,), False),
+        "lazy_split_late": (True, (Kind.P4,), True), "whole": (False, (), False),
+        "whole_lazy": (True, (), False)}
+#: "…_split": each W right after its critical part (what the cost files before
+#: 2026-11-23 priced a split at); "…_split_late": every W after the last critical action
+#: of the step, as a schedule that splits runs it (deferred into a bubble, its saved
+#: factors long out of cache), so its split factor is the one a planner should trust.
 #: "whole": the model as one stage (eager); Σ unit stages − whole = the fixed cost of the
 #: extra stages (geometry recompute, leaves, dispatch), see ``stage_overhead``.
 #: "whole_lazy": its lazy P4 is the fused turn (P3 + P4 in one call) of a stage with every
 #: block; the unit chain's last stage is the readout alone, too small to measure it on.
 
 
-def run_chain(model, stages, batch, loss, *, lazy: bool, split, memory: bool = False,
-              autocast=None):
+def run_chain(model, stages, batch, loss, *, lazy: bool, split, late: bool = False,
+              memory: bool = False, autocast=None):
     """One micro-batch through every stage, phase by phase: ({(kind, stage): seconds},
     with ``memory`` {("A" | "A'" | "Q3" | "Q4", stage): bytes}, boundary bytes).
+    ``late``: the W actions of ``split`` phases run after every critical action (all W3
+    0→S−1, then all W4 S−1→0) instead of right after their own critical part.
     ``autocast``: the executor's context-manager factory for the forward (bf16 on CUDA).
     Times wait for the device's queued work (``clock.action_clock``)."""
     S = len(stages)
@@ -137,17 +148,27 @@ def run_chain(model, stages, batch, loss, *, lazy: bool, split, memory: bool = F
         if memory:
             mem[(name, s)] = queue_bytes(queue, mem[("seen", s)], pids)
 
+    deferred = []  # (kind, stage, W function, slot) of a late run, in issue order
+
+    def w_action(kind, s, fn, slot):
+        if late:
+            deferred.append((kind, s, fn, slot))
+        else:
+            timed((kind, s), fn, slot)
+
     for s in range(S):
         abar, dl = timed((Kind.P3, s), ph.p3, slots[s], abar, dl)
         if Kind.P3 in split and not lazy:
             queued("Q3", slots[s].w3_queue, s)
-            timed((Kind.W3, s), ph.w3, slots[s])
+            w_action(Kind.W3, s, ph.w3, slots[s])
     hbar = None
     for s in reversed(range(S)):
         hbar = timed((Kind.P4, s), ph.p4, slots[s], hbar)
         if Kind.P4 in split:
             queued("Q4", slots[s].w4_queue, s)
-            timed((Kind.W4, s), ph.w4, slots[s])
+            w_action(Kind.W4, s, ph.w4, slots[s])
+    for kind, s, fn, slot in deferred:
+        timed((kind, s), fn, slot)
     del slots
     return times, {k: v for k, v in mem.items() if k[0] != "seen"}, boundary
 
@@ -176,17 +197,18 @@ def measure_runs(model, batch, loss, repeats: int = 3, log=print, autocast=None)
     _, mem, boundary = run_chain(model, stages, batch, loss, lazy=False, split=(),
                                  memory=True, autocast=autocast)
     # The queues, from untimed split chains (|A|, |A'| stay those of the unsplit run).
-    for prefix, (lazy, split) in (("", RUNS["eager_split"]), ("lazy ", RUNS["lazy_split"])):
+    for prefix, (lazy, split, _) in (("", RUNS["eager_split"]),
+                                     ("lazy ", RUNS["lazy_split"])):
         _, qmem, _ = run_chain(model, stages, batch, loss, lazy=lazy, split=split,
                                memory=True, autocast=autocast)
         mem.update({(prefix + k[0], k[1]): v for k, v in qmem.items() if k[0][0] == "Q"})
     order = [r for _ in range(repeats) for r in RUNS]
     for i, run in enumerate(order):
-        lazy, split = RUNS[run]
+        lazy, split, late = RUNS[run]
         t = time.time()
         chain = whole if run.startswith("whole") else stages
         times, _, _ = run_chain(model, chain, batch, loss, lazy=lazy, split=split,
-                                autocast=autocast)
+                                late=late, autocast=autocast)
         for k, v in times.items():
             samples[run].setdefault(f"{k[0].name}:{k[1]}", []).append(v)
         if log is not None:
@@ -209,12 +231,17 @@ def cost_models(res: dict, label: str) -> dict[str, CostModel]:
     def share(run, phase, w):  # Σ W / Σ (critical + W) and Σ (critical + W) / Σ unsplit
         crit = sum(t(run, phase, s) for s in range(S))
         wt = sum(t(run, w, s) for s in range(S))
-        base = sum(t("eager" if run == "eager_split" else "lazy", phase, s) for s in range(S))
+        base = sum(t(run.split("_")[0], phase, s) for s in range(S))
         return wt / (crit + wt), (crit + wt) / base
 
-    w3, f3 = share("eager_split", "P3", "W3")
-    w4, f4 = share("eager_split", "P4", "W4")
-    lw4, lf4 = share("lazy_split", "P4", "W4")
+    # Files measured before 2026-11-23 have no late runs: their W ran right after its
+    # critical part, which flatters the split (see RUNS); price the late runs when present.
+    late = "_late" if "eager_split_late" in med else ""
+    w3, f3 = share("eager_split" + late, "P3", "W3")
+    w4, f4 = share("eager_split" + late, "P4", "W4")
+    lw4, lf4 = share("lazy_split" + late, "P4", "W4")
+    warm = {"P3": share("eager_split", "P3", "W3")[1], "P4": share("eager_split", "P4", "W4")[1],
+            "lazy_P4": share("lazy_split", "P4", "W4")[1]}
     # Fixed per-stage cost: (Σ over the S unit stages − the model as one stage) / (S − 1),
     # per phase (eager runs; applied to both variants: lazy P3 of a single stage has no
     # boundary to differentiate, so the lazy runs cannot separate it).
@@ -255,5 +282,6 @@ def cost_models(res: dict, label: str) -> dict[str, CostModel]:
     res["derived"] = {"w3": w3, "split_factor_P3": f3, "w4": w4, "split_factor_P4": f4,
                       "lazy_w4": lw4, "lazy_split_factor_P4": lf4, "fused_factor": fused,
                       "raw_split_factors": {"P3": f3, "P4": f4, "lazy_P4": lf4},
+                      "split_factors_w_right_after": warm, "w_late": bool(late),
                       "stage_overhead": overhead}
     return out
