@@ -23,7 +23,7 @@ lint: install
 	$(BIN)/ruff check .
 
 test: install lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
@@ -37,5 +37,5 @@ demo: install
 gpu-check: install
 	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA device visible to torch')"
 	$(BIN)/python -m pytest -q tests/gpu
-	$(BIN)/python benchmarks/pipeline_phase_costs.py --device cuda --dtype fp32 --repeats 5 --tag -gpu-fp32
-	$(BIN)/python benchmarks/pipeline_phase_costs.py --device cuda --dtype bf16 --repeats 5 --tag -gpu-bf16
+	$(BIN)/python benchmarks/pipeline_phase_costs.py --device cuda --dtype fp32 --repeats 5 --tag gpu-fp32
+	$(BIN)/python benchmarks/pipeline_phase_costs.py --device cuda --dtype bf16 --repeats 5 --tag gpu-bf16

@@ -240,7 +240,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"),
                     help="bf16: the trainer's autocast (CUDA only), fp32 master weights")
-    ap.add_argument("--tag", default="", help="appended to the date in the file names")
+    ap.add_argument("--tag", default="", help="appended to the date in the file names "
+                    "after a '-' (--tag gpu-fp32: pipeline_phase_costs_DATE-gpu-fp32.*)")
     ap.add_argument("--date", default=time.strftime("%Y-%m-%d"))
     ap.add_argument("--rebuild", help="re-derive the cost files and report from a result "
                     "JSON of an earlier run (no measuring)")
@@ -254,12 +255,13 @@ def main(argv=None) -> int:
     else:
         load0 = os.getloadavg()
         res = measure(args)
-        res.update({"date": args.date + args.tag, "repeats": args.repeats, "load": [load0[0],
+        suffix = "-" + args.tag.lstrip("-") if args.tag else ""
+        res.update({"date": args.date + suffix, "repeats": args.repeats, "load": [load0[0],
                     os.getloadavg()[0]], "argv": " ".join(sys.argv[1:]),
                     "machine": machine_of(res),
                     "threads": torch.get_num_threads(), "malloc_tuned": tuned})
     models = cost_models(res, label_of(res))
-    stem = RESULTS / f"pipeline_phase_costs_{args.date}"
+    stem = RESULTS / f"pipeline_phase_costs_{res['date']}"  # --tag included
     res["costs_file"] = f"benchmarks/results/{stem.name}.costs.json"
     res["uniform_costs_file"] = f"benchmarks/results/{stem.name}_uniform.costs.json"
     save_costs(models, f"{stem}.costs.json")
