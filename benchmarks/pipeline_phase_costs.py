@@ -169,6 +169,10 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
          "with other jobs: absolute times carry ±30 %; ratios within one run are "
          "steadier). glibc mmap and heap trimming off "
          f"(`train/cpu_allocator.py`): {'yes' if res.get('malloc_tuned') else 'no'}.", "",
+         *([f"Pooled from {len(res['pooled_from'])} runs: "
+            + ", ".join(f"`{Path(p).name}`" for p in res["pooled_from"])
+            + " (their samples together; medians over all of them).", ""]
+           if res.get("pooled_from") else []),
          f"Units: {unit_text(info['stages'])}. Times in ms; |A|, |A'| and the W queues' "
          "extra bytes |Q3|, |Q4| "
          "(eager split; lazy split |Q4| in the last column) in MiB. c + W: a split "
@@ -233,6 +237,40 @@ def write_markdown(res: dict, models: dict, path: Path) -> None:
     path.write_text("\n".join(L) + "\n")
 
 
+#: Fields of a result's "info" that must agree for its samples to be pooled with another's.
+POOL_KEYS = ("preset", "atoms", "edges", "bonds", "angles", "structures", "stages",
+             "precision", "device")
+
+
+def pool_results(paths: list) -> dict:
+    """One result from the result JSONs at ``paths``: their per-action samples concatenated
+    and re-medianed (one file's run-to-run spread, e.g. a split factor moving 0.98–1.10
+    between files, narrows). Bytes (|A|, queues, boundary) are the first file's: they do
+    not depend on timing. Refuses files of different models, micro-batches or runs."""
+    results = [json.loads(Path(p).read_text()) for p in paths]
+    first = results[0]
+    for path, res in zip(paths[1:], results[1:]):
+        for key in POOL_KEYS:
+            if res["info"].get(key) != first["info"].get(key):
+                raise SystemExit(f"{path}: info[{key!r}] = {res['info'].get(key)!r}, but "
+                                 f"{paths[0]} has {first['info'].get(key)!r}: not poolable")
+        if set(res["samples"]) != set(first["samples"]):
+            raise SystemExit(f"{path}: runs {sorted(res['samples'])} differ from "
+                             f"{paths[0]}'s {sorted(first['samples'])}: not poolable")
+    samples = {run: {key: [x for res in results for x in res["samples"][run].get(key, [])]
+                     for key in first["samples"][run]} for run in first["samples"]}
+    pooled = {k: first[k] for k in ("info", "boundary", "mem", "machine", "threads",
+                                    "malloc_tuned") if k in first}
+    pooled.update({"samples": samples,
+                   "median": {run: {k: statistics.median(v) for k, v in d.items()}
+                              for run, d in samples.items()},
+                   "repeats": sum(res["repeats"] for res in results),
+                   "load": [min(r["load"][0] for r in results),
+                            max(r["load"][1] for r in results)],
+                   "pooled_from": [str(p) for p in paths]})
+    return pooled
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="10m")
@@ -243,15 +281,20 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default="", help="appended to the date in the file names "
                     "after a '-' (--tag gpu-fp32: pipeline_phase_costs_DATE-gpu-fp32.*)")
     ap.add_argument("--date", default=time.strftime("%Y-%m-%d"))
-    ap.add_argument("--rebuild", help="re-derive the cost files and report from a result "
-                    "JSON of an earlier run (no measuring)")
+    ap.add_argument("--rebuild", nargs="+", metavar="JSON",
+                    help="re-derive the cost files and report from the result JSON of an "
+                    "earlier run (no measuring); with several, pool their samples (medians "
+                    "over every repeat of every run) into DATE[-TAG] (--tag default: pooled)")
     args = ap.parse_args(argv)
     # As the trainer does: without it the whole-model run's P3 (which sets the fixed
     # per-stage cost) was up to 1.7x slower than its blocks (train/cpu_allocator.py).
     tuned = tune_cpu_allocator()
-    if args.rebuild:
-        res = json.loads(Path(args.rebuild).read_text())
-        args.date = res["date"]
+    if args.rebuild and len(args.rebuild) > 1:
+        res = pool_results(args.rebuild)
+        res.update({"date": args.date + "-" + (args.tag or "pooled").lstrip("-"),
+                    "argv": " ".join(sys.argv[1:] if argv is None else argv)})
+    elif args.rebuild:
+        res = json.loads(Path(args.rebuild[0]).read_text())
     else:
         load0 = os.getloadavg()
         res = measure(args)

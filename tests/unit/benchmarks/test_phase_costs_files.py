@@ -7,7 +7,10 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import statistics
 from pathlib import Path
+
+import pytest
 
 from matris.train.pipeline.costs import load_costs
 
@@ -46,3 +49,31 @@ def test_tagged_runs_write_their_own_files(tmp_path, monkeypatch):
         assert eager.split_factor["P4"] == max(1.0, res["derived"]["split_factor_P4"])
         assert "W run late" in Path(f"{stem}.md").read_text()
     assert not list(tmp_path.glob("pipeline_phase_costs_2030-01-01.*"))
+
+
+def test_pooling_concatenates_samples_and_refuses_other_micro_batches(tmp_path, monkeypatch):
+    mod = _module()
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)
+    monkeypatch.setattr(mod, "tune_cpu_allocator", lambda: True)
+    a = json.loads(MEASURED.read_text())
+    b = copy.deepcopy(a)
+    for run in b["samples"].values():  # a second run: every action twice as slow
+        for key, xs in run.items():
+            run[key] = [2 * x for x in xs]
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    assert mod.main(["--rebuild", str(pa), str(pb), "--date", "2030-01-02"]) == 0
+    res = json.loads((tmp_path / "pipeline_phase_costs_2030-01-02-pooled.json").read_text())
+    assert res["repeats"] == a["repeats"] + b["repeats"]
+    key = "P3:1"
+    pooled = a["samples"]["eager"][key] + b["samples"]["eager"][key]
+    assert res["samples"]["eager"][key] == pooled
+    assert res["median"]["eager"][key] == statistics.median(pooled)
+    assert res["median"]["eager"][key] != a["median"]["eager"][key]
+    assert "Pooled from 2 runs" in (tmp_path / "pipeline_phase_costs_2030-01-02-pooled.md"
+                                    ).read_text()
+    b["info"]["angles"] += 1
+    pb.write_text(json.dumps(b))
+    with pytest.raises(SystemExit, match=r"b\.json: info\['angles'\]"):
+        mod.main(["--rebuild", str(pa), str(pb), "--date", "2030-01-03"])
