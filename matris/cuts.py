@@ -35,13 +35,14 @@ def balance(costs: Sequence[float], num_stages: int,
 
     First the largest group cost is minimised (value V*). Among the splits whose groups
     all cost at most V* (1 + `tolerance`), the one whose largest *mirror pair* (group s
-    with group S − 1 − s) costs least is kept: V and wave placements put stage s and
-    stage 2P − 1 − s on one device (four chunks: d, 2P − 1 − d, 2P + d, 4P − 1 − d, again
-    mirror pairs), so a min-max split that happens to pair two heavy stages (10 equal
-    blocks in 4 stages as 2 | 3 | 3 | 2: devices 4 and 6 blocks) loads one device 20 %
-    more than 2 | 3 | 2 | 3 does. Ties go to the smaller largest group, then to the
-    plain min-max split's order. A linear placement (one stage per device) is unaffected
-    beyond `tolerance`.
+    with group S − 1 − s) costs least is kept: the wave placement (S = 2·waves·P,
+    ``program.wave_placement``) puts stage s and stage 2P − 1 − s on one device (two
+    waves: d, 2P − 1 − d, 2P + d, 4P − 1 − d, again mirror pairs), so a min-max split
+    that happens to pair two heavy stages (10 equal blocks in 4 stages as 2 | 3 | 3 | 2:
+    devices of 4 and 6 blocks) loads one device 20 % more than 2 | 2 | 3 | 3 does. Ties
+    go to the smaller largest group, then to the plain min-max split's order. A linear
+    placement (one stage per device, symfold's V included) loses at most `tolerance` on
+    its largest stage.
     """
     n = len(costs)
     if not 1 <= num_stages <= n:

@@ -1,5 +1,5 @@
 """``matris.cuts.balance``: min-max stage cuts that also balance mirror pairs of stages
-(stage s and S − 1 − s share a device under V and wave placements)."""
+(stage s and S − 1 − s share a device under the wave placement)."""
 
 from __future__ import annotations
 
