@@ -276,7 +276,7 @@ def worker_emulated(out: str, M: int, ms_per_t1: float, repeats: int, cost_file:
                  else default_costs(P, lazy))  # untied: emulation takes any P
         prog = build_program(name, P, M, 1000, lazy_p3=lazy, costs=costs,  # no chunk limit
                              search_w=True)  # timing check: memory plays no part
-        cm = costs.for_stages(prog.num_stages)
+        cm = costs.for_program(prog)
         unit = ms_per_t1 * 1e-3 / (sum(t[0] for t in costs.for_stages(P).stage_times) / P)
         sim = simulate(prog, cm)
         # Time is compressed by ``unit`` (s per modelled s): scale the bytes alike, so the

@@ -21,28 +21,36 @@ def validate_cuts(cuts: Sequence[int], num_blocks: int) -> list[int]:
     return cuts
 
 
-#: A stage may cost this much more than the min-max optimum when that balances the
-#: stages' mirror pairs (see :func:`balance`): about the noise of a measured unit cost.
-MIRROR_TOLERANCE = 0.02
+#: With a wave placement a stage may cost this much more than the min-max optimum when
+#: that lowers the busiest device's load (bounds the search, see :func:`balance`).
+WAVE_STAGE_SLACK = 0.25
 #: Partial cut lists :func:`balance` explores before keeping the plain min-max cuts.
 _SEARCH_LIMIT = 200_000
 
 
+def wave_devices(num_stages: int, num_devices: int) -> list[int] | None:
+    """Device of each stage under the wave placement (zigzag over 2P positions; the V of
+    one wave: stage s and 2P − 1 − s share device s), or None when ``num_stages`` is not a
+    multiple of 2·``num_devices`` (one stage per device, or no wave)."""
+    P = num_devices
+    if P < 1 or num_stages < 2 * P or num_stages % (2 * P):
+        return None
+    return [r if r < P else 2 * P - 1 - r for r in (s % (2 * P) for s in range(num_stages))]
+
+
 def balance(costs: Sequence[float], num_stages: int,
-            tolerance: float = MIRROR_TOLERANCE) -> list[int]:
+            num_devices: int | None = None) -> list[int]:
     """Contiguous split of unit costs (embedding, blocks..., readout) into `num_stages`
     non-empty groups; returns the cuts (block indices).
 
-    First the largest group cost is minimised (value V*). Among the splits whose groups
-    all cost at most V* (1 + `tolerance`), the one whose largest *mirror pair* (group s
-    with group S − 1 − s) costs least is kept: the wave placement (S = 2·waves·P,
-    ``program.wave_placement``) puts stage s and stage 2P − 1 − s on one device (two
-    waves: d, 2P − 1 − d, 2P + d, 4P − 1 − d, again mirror pairs), so a min-max split
-    that happens to pair two heavy stages (10 equal blocks in 4 stages as 2 | 3 | 3 | 2:
-    devices of 4 and 6 blocks) loads one device 20 % more than 2 | 2 | 3 | 3 does. Ties
-    go to the smaller largest group, then to the plain min-max split's order. A linear
-    placement (one stage per device, symfold's V included) loses at most `tolerance` on
-    its largest stage.
+    One stage per device (``num_devices`` None or equal to `num_stages`): the largest
+    group cost is minimised (a DP). A wave placement (`num_stages` = 2·waves·P for P =
+    `num_devices`, :func:`wave_devices`) hosts 2·waves stages per device, so what counts
+    is each device's total: the split minimising the busiest device's load, then the
+    largest stage, among splits whose stages cost at most (1 + WAVE_STAGE_SLACK) times the
+    min-max optimum. (10 equal blocks in 4 stages: the min-max DP's 2 | 3 | 3 | 2 gives
+    the two devices 4 and 6 blocks; 2 | 2 | 3 | 3 gives 5 and 5.) Past _SEARCH_LIMIT
+    partial splits the search keeps the min-max split.
     """
     n = len(costs)
     if not 1 <= num_stages <= n:
@@ -50,10 +58,12 @@ def balance(costs: Sequence[float], num_stages: int,
     prefix = [0.0]
     for c in costs:
         prefix.append(prefix[-1] + c)
-    plain = _min_max_bounds(prefix, num_stages)
-    best_max = max(prefix[b] - prefix[a] for a, b in itertools.pairwise(plain))
-    bounds = _mirror_balanced_bounds(prefix, num_stages, best_max * (1 + tolerance) + 1e-12,
-                                     plain)
+    bounds = _min_max_bounds(prefix, num_stages)
+    devices = wave_devices(num_stages, num_devices) if num_devices else None
+    if devices is not None:
+        best_max = max(prefix[b] - prefix[a] for a, b in itertools.pairwise(bounds))
+        bounds = _device_balanced_bounds(prefix, devices,
+                                         best_max * (1 + WAVE_STAGE_SLACK) + 1e-12, bounds)
     return [b - 1 for b in bounds[1:-1]]  # unit boundary b ↔ block cut b − 1
 
 
@@ -78,17 +88,20 @@ def _min_max_bounds(prefix: list[float], num_stages: int) -> list[int]:
     return sorted(bounds)
 
 
-def _mirror_balanced_bounds(prefix: list[float], num_stages: int, cap: float,
+def _device_balanced_bounds(prefix: list[float], devices: list[int], cap: float,
                             plain: list[int]) -> list[int]:
-    """Among splits with every group <= `cap`, the boundaries minimising (largest mirror
-    pair, largest group); `plain` if none beats it or the search exceeds its limit."""
-    n = len(prefix) - 1
+    """Among splits with every group <= `cap`, the boundaries minimising (busiest device's
+    load, largest group) with group s on ``devices[s]``; `plain` if none beats it or the
+    search exceeds its limit."""
+    n, S = len(prefix) - 1, len(devices)
 
     def key(bounds):
         g = [prefix[b] - prefix[a] for a, b in itertools.pairwise(bounds)]
-        pairs = [g[s] + g[num_stages - 1 - s] if s != num_stages - 1 - s else g[s]
-                 for s in range(num_stages)]
-        return (max(pairs), max(g))
+        load = [0.0] * (max(devices) + 1)
+        for s, x in enumerate(g):
+            load[devices[s]] += x
+        # 12 significant digits: sums taken in another order must still tie exactly.
+        return (float(f"{max(load):.12g}"), float(f"{max(g):.12g}"))
 
     best = [key(plain), plain]
     visited = 0
@@ -98,7 +111,7 @@ def _mirror_balanced_bounds(prefix: list[float], num_stages: int, cap: float,
         visited += 1
         if visited > _SEARCH_LIMIT:
             raise _SearchTooLarge
-        i, left = bounds[-1], num_stages - (len(bounds) - 1)
+        i, left = bounds[-1], S - (len(bounds) - 1)
         if left == 1:
             if prefix[n] - prefix[i] <= cap:
                 k = key([*bounds, n])
@@ -118,4 +131,4 @@ def _mirror_balanced_bounds(prefix: list[float], num_stages: int, cap: float,
 
 
 class _SearchTooLarge(Exception):
-    """Raised inside :func:`_mirror_balanced_bounds` past ``_SEARCH_LIMIT`` partial splits."""
+    """Raised inside :func:`_device_balanced_bounds` past ``_SEARCH_LIMIT`` partial splits."""

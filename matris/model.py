@@ -118,14 +118,17 @@ class MatRIS(nn.Module):
         return [embed, *[block] * self.num_blocks, readout]
 
     def balanced_cuts(self, num_stages: int, graph: AtomGraph | None = None,
-                      costs: Sequence[float] | None = None) -> list[int]:
+                      costs: Sequence[float] | None = None,
+                      num_devices: int | None = None) -> list[int]:
         """Cuts giving `num_stages` stages of balanced cost (angle work by default, or
-        measured per-unit `costs`: embedding, each block, readout)."""
+        measured per-unit `costs`: embedding, each block, readout); with `num_devices`
+        and a wave placement (2·waves·P stages) each device's total is balanced
+        (``matris.cuts.balance``)."""
         costs = list(costs) if costs is not None else self.unit_costs(graph)
         if len(costs) != self.num_blocks + 2:
             raise ValueError(f"costs needs {self.num_blocks + 2} entries "
                              f"(embedding, {self.num_blocks} blocks, readout)")
-        return balance(costs, num_stages)
+        return balance(costs, num_stages, num_devices)
 
     # ------------------------------------------------------------------ forward
     def forward(self, graph: AtomGraph, positions: Tensor | None = None,

@@ -190,8 +190,8 @@ def check_stage_cuts(path: str | Path, index: dict, cuts: list[int] | None) -> N
         return
     raise ValueError(f"{path} was written with pipeline stage cuts {list(saved)}; this run "
                      f"cuts the model at {list(cuts)} (parallel.costs or parallel.stage_cuts "
-                     f"changed since). Resume with the cost file the checkpoint was written "
-                     f"with, or, for a linear placement, set parallel.stage_cuts={list(saved)}")
+                     f"changed since, or, for a wave placement, the per-rank balancing of "
+                     f"2026-11-23). Resume with parallel.stage_cuts={list(saved)}")
 
 
 def load_checkpoint(path: str | Path, rank: int, world_size: int,

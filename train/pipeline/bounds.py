@@ -42,7 +42,7 @@ from .program import Program
 
 def heads_tails(prog: Program, costs: CostModel) -> dict:
     """(kind, stage) → (head, duration, tail) for one micro-batch (all are identical)."""
-    costs = costs.for_stages(prog.num_stages)
+    costs = costs.for_program(prog)
     one = [a for a in prog.expected_actions() if a.microbatch == 0]
     dur = {a: costs.duration(prog, a) for a in one}
     succ = successors_map(prog)
@@ -87,7 +87,7 @@ def lower_bound(prog: Program, costs: CostModel, mem_cap=None) -> float:
     added. A program with :attr:`~.program.Program.unsplit` phases is bounded by its
     :func:`split_relaxation`.
     """
-    real = costs.for_stages(prog.num_stages)
+    real = costs.for_program(prog)
     mixed = bool(prog.unsplit)
     if mixed:
         prog = prog.with_orders(prog.orders, unsplit=frozenset())
@@ -97,7 +97,7 @@ def lower_bound(prog: Program, costs: CostModel, mem_cap=None) -> float:
     if mem_cap is not None:
         caps = [mem_cap] * prog.num_devices if isinstance(mem_cap, (int, float)) \
             else list(mem_cap)
-        cm = costs.for_stages(prog.num_stages)
+        cm = costs.for_program(prog)
         whole_tails = whole_phase_tails(prog, ht, cm) if mixed else None
         for d in range(prog.num_devices):
             best = max(best, _memory_term(prog, cm, ht, d, caps[d]),
@@ -170,7 +170,7 @@ def _memory_term(prog: Program, costs: CostModel, ht: dict, d: int, cap: float) 
 
 def total_work(prog: Program, costs: CostModel) -> float:
     """Σ of compute time over all ranks in one step."""
-    costs = costs.for_stages(prog.num_stages)
+    costs = costs.for_program(prog)
     return sum(costs.duration(prog, a) for a in prog.expected_actions())
 
 

@@ -150,15 +150,16 @@ class CostModel:
         o = self.stage_overhead
         return [sum(max(0.0, t[k] - o[k]) for k in range(4)) for t in self.stage_times]
 
-    def cuts_for(self, num_stages: int) -> list[int] | None:
+    def cuts_for(self, num_stages: int, num_devices: int | None = None) -> list[int] | None:
         """Block cuts for ``num_stages`` stages made of whole measured stages, balancing
-        :meth:`work` (min-max, ``matris.cuts.balance``); None if not tied to cuts."""
+        :meth:`work` (``matris.cuts.balance``: min-max per stage, or per device for a wave
+        placement on ``num_devices``); None if not tied to cuts."""
         if self.unit_cuts is None:
             return None
         if not 1 <= num_stages <= self.num_stages:
             raise ValueError(f"the cost model measured {self.num_stages} stages (cuts "
                              f"{list(self.unit_cuts)}); it cannot price {num_stages} stages")
-        return [self.unit_cuts[i] for i in balance(self.work(), num_stages)]
+        return [self.unit_cuts[i] for i in balance(self.work(), num_stages, num_devices)]
 
     def for_cuts(self, cuts) -> CostModel:
         """The stages a model cut at ``cuts`` would have: each the sum of the measured
@@ -192,15 +193,21 @@ class CostModel:
         measured model (more stages than it has, emulation with any P)."""
         return replace(self, unit_cuts=None, model_blocks=None)
 
-    def for_stages(self, num_stages: int) -> CostModel:
+    def for_program(self, prog) -> CostModel:
+        """The costs of ``prog``'s stages (a Program or skeleton): :meth:`for_stages` on
+        its stage and device counts, the cuts the pipeline runner makes for it."""
+        return self.for_stages(prog.num_stages, prog.num_devices)
+
+    def for_stages(self, num_stages: int, num_devices: int | None = None) -> CostModel:
         """The costs at ``num_stages`` stages: by cuts (:meth:`cuts_for`,
-        :meth:`for_cuts`) when tied to a model's cuts, else resampled by depth share
-        (costs beyond the fixed per-stage overhead and memory scale with depth share;
-        every stage keeps the overhead)."""
+        :meth:`for_cuts`; ``num_devices`` balances a wave placement per device) when tied
+        to a model's cuts, else resampled by depth share (costs beyond the fixed
+        per-stage overhead and memory scale with depth share; every stage keeps the
+        overhead)."""
         if num_stages == self.num_stages:
             return self
         if self.unit_cuts is not None:
-            return self.for_cuts(self.cuts_for(num_stages))
+            return self.for_cuts(self.cuts_for(num_stages, num_devices))
         o = self.stage_overhead
         cols = [[max(0.0, t[k] - o[k]) for t in self.stage_times] for k in range(4)]
         times = tuple(zip(*([x + o[k] for x in _resample(c, num_stages)]

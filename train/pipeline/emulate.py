@@ -28,7 +28,7 @@ class SleepEngine:
 
     def __init__(self, prog: Program, costs: CostModel, seconds_per_unit: float = 1.0,
                  byte_scale: float = 1.0) -> None:
-        self.prog, self.costs = prog, costs.for_stages(prog.num_stages)
+        self.prog, self.costs = prog, costs.for_program(prog)
         self.scale, self.byte_scale = seconds_per_unit, byte_scale
         self.slots: dict = {}
 

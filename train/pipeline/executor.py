@@ -134,13 +134,16 @@ def _placement(name: str, P: int, options: dict) -> tuple[int, str]:
     return (2 * waves * P if waves else P), text
 
 
-def stage_cuts(model, num_stages: int, cuts=None, costs: CostModel | None = None) -> list[int]:
+def stage_cuts(model, num_stages: int, cuts=None, costs: CostModel | None = None,
+               num_devices: int | None = None) -> list[int]:
     """Explicit cuts (must give ``num_stages`` stages), else those the cost model priced
-    (``costs.cuts_for``, when tied to cuts), else balanced by angle work."""
+    (``costs.cuts_for``, when tied to cuts), else balanced by angle work; a wave placement
+    on ``num_devices`` ranks is balanced per rank (``matris.cuts.balance``), as the
+    planner's ``CostModel.for_program`` prices it."""
     if cuts is None:
         if costs is not None and costs.unit_cuts is not None:
-            return costs.cuts_for(num_stages)
-        return model.balanced_cuts(num_stages)
+            return costs.cuts_for(num_stages, num_devices)
+        return model.balanced_cuts(num_stages, num_devices=num_devices)
     if len(cuts) != num_stages - 1:
         raise ValueError(f"parallel.stage_cuts gives {len(cuts) + 1} stages but the schedule "
                          f"places {num_stages} (wave placements use 2·pp); leave it null")
@@ -194,7 +197,8 @@ class PipelineRunner:
                                      options=p.schedule_options, cuts=p.stage_cuts,
                                      share=share)
         # The cuts the program's costs were priced at (see stage_cuts).
-        self.cuts = stage_cuts(model, self.program.num_stages, p.stage_cuts, costs)
+        self.cuts = stage_cuts(model, self.program.num_stages, p.stage_cuts, costs,
+                               self.program.num_devices)
         all_stages = model.stages(self.cuts)
         self.stages = {s: all_stages[s] for s in self.program.stages_of(self.rank)}
         self._named, self.stage_params = stage_parameters(model, self.stages)

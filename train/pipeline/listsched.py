@@ -67,7 +67,7 @@ class Policy:
 
 def list_schedule(skel: Program, costs: CostModel, policy: Policy) -> Program:
     """Fill ``skel``'s orders by greedy list scheduling under ``costs``."""
-    costs = costs.for_stages(skel.num_stages)
+    costs = costs.for_program(skel)
     actions = list(skel.expected_actions())
     idx = {a: i for i, a in enumerate(actions)}  # integer ids: hashing Actions is slow
     n = len(actions)

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from matris.cuts import wave_devices
+
 from .actions import FOUR_PHASES, SPLIT_W, TWO_PHASES, W_OF, Action, Kind, ScheduleError
 
 
@@ -30,12 +32,7 @@ def wave_placement(num_devices: int, waves: int) -> tuple[int, ...]:
     """Hanayo zigzag: 2·waves·P stages; each device hosts 2·waves of them."""
     if waves < 1:
         raise ValueError(f"waves must be >= 1, got {waves}")
-    P = num_devices
-    out = []
-    for s in range(2 * waves * P):
-        r = s % (2 * P)
-        out.append(r if r < P else 2 * P - 1 - r)
-    return tuple(out)
+    return tuple(wave_devices(2 * waves * num_devices, num_devices))
 
 
 @dataclass(frozen=True)

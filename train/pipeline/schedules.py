@@ -60,7 +60,7 @@ def _unit_costs(skel: Program, costs: CostModel | None = None) -> CostModel:
     unit = uniform(skel.num_stages)
     if costs is None:
         return unit
-    cm = costs.for_stages(skel.num_stages)
+    cm = costs.for_program(skel)
     return replace(unit, **{f: getattr(cm, f) for f in MEM_FIELDS})
 
 
@@ -222,7 +222,7 @@ def hanayo4(P: int, M: int, costs: CostModel | None = None, *, waves: int = 1,
     cap_a, cap_ap = virtual_caps(skel)
     caps = None if mem_cap is None else (
         [mem_cap] * P if isinstance(mem_cap, (int, float)) else list(mem_cap))
-    cm = (costs or _unit_costs(skel)).for_stages(skel.num_stages)
+    cm = (costs or _unit_costs(skel)).for_program(skel)
     fitted = split_mode == "fitted"
     prog = _best_of(skel, costs, cost_aware, lambda sk: CappedDepthFirst(
         sk, cap_a, cap_ap, mem_cap=caps, mem_of=cm.set_sizes(), order=order,

@@ -59,7 +59,7 @@ class SimResult:
 
 def simulate(prog: Program, costs: CostModel) -> SimResult:
     """Replay ``prog`` (compute-only or lowered) under ``costs``."""
-    costs = costs.for_stages(prog.num_stages)
+    costs = costs.for_program(prog)
     node_dev: dict[Action, int] = {}
     for d, order in enumerate(prog.orders):
         for a in order:

@@ -86,7 +86,8 @@ def in_process_step(model, program, batches, loss, cuts=None, phases_cls=FourPha
         program = lower(program)
     model.zero_grad(set_to_none=True)
     model.train()
-    stages = model.stages(stage_cuts(model, program.num_stages, cuts))
+    stages = model.stages(stage_cuts(model, program.num_stages, cuts,
+                                     num_devices=program.num_devices))
     counts = counts_of(batches)
     engines, all_phases = [], []
     for r in range(program.num_devices):

@@ -274,7 +274,7 @@ def _try(P, M, costs, cfg, K, caps, reserve, options) -> Program | None:
 
     skel = skeleton("wavek", P, M, waves=cfg["waves"], split_w=cfg["split_w"], K=K,
                     **options)
-    cm = costs.for_stages(skel.num_stages)
+    cm = costs.for_program(skel)
     if cfg["slack"] is None:
         cap_a = cap_ap = None
     else:

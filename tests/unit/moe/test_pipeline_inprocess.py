@@ -50,7 +50,8 @@ def test_moe_pipeline_equals_serial(setup, name, options):
                           {k: torch.tensor(v) for k, v in ref_sums.items()}) < TOL
     # The trainer-side aux term: each stage's share from chemistry, after the step.
     model.zero_grad(set_to_none=True)
-    for stage in model.stages(stage_cuts(model, prog.num_stages)):
+    for stage in model.stages(stage_cuts(model, prog.num_stages,
+                                         num_devices=prog.num_devices)):
         for b in batches:
             share = stage.moe_aux_loss(b.graph)
             if share is not None:

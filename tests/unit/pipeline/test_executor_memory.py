@@ -100,7 +100,7 @@ def _lifetime_mismatches(model, name, options, P=2, M=3):
     from matris.train.pipeline.testing import counts_of
 
     prog = make_program(name, P, M, model.num_blocks, options)
-    stages = model.stages(model.balanced_cuts(prog.num_stages))
+    stages = model.stages(model.balanced_cuts(prog.num_stages, num_devices=prog.num_devices))
     batches = microbatches(M)
     live = [LiveSaved(list(model.parameters())) for _ in range(P)]
     seen: list[list] = [[] for _ in range(P)]
