@@ -8,6 +8,7 @@ measured per-stage costs, so that the cuts it prices are the cuts the runner mak
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -55,6 +56,13 @@ def balance(costs: Sequence[float], num_stages: int,
     n = len(costs)
     if not 1 <= num_stages <= n:
         raise ValueError(f"num_stages must be in [1, {n}] for this model, got {num_stages}")
+    # Planners price the same cut hundreds of times (every simulated candidate): memoised.
+    return list(_balance(tuple(float(c) for c in costs), num_stages, num_devices or 0))
+
+
+@functools.lru_cache(maxsize=256)
+def _balance(costs: tuple[float, ...], num_stages: int, num_devices: int) -> tuple[int, ...]:
+    """:func:`balance` on hashable arguments (``num_devices`` 0: one stage per device)."""
     prefix = [0.0]
     for c in costs:
         prefix.append(prefix[-1] + c)
@@ -64,7 +72,7 @@ def balance(costs: Sequence[float], num_stages: int,
         best_max = max(prefix[b] - prefix[a] for a, b in itertools.pairwise(bounds))
         bounds = _device_balanced_bounds(prefix, devices,
                                          best_max * (1 + WAVE_STAGE_SLACK) + 1e-12, bounds)
-    return [b - 1 for b in bounds[1:-1]]  # unit boundary b ↔ block cut b − 1
+    return tuple(b - 1 for b in bounds[1:-1])  # unit boundary b ↔ block cut b − 1
 
 
 def _min_max_bounds(prefix: list[float], num_stages: int) -> list[int]:

@@ -87,4 +87,16 @@ def test_noisy_measured_blocks_still_balance_the_devices():
 
 def test_search_limit_falls_back_to_the_min_max_split(monkeypatch):
     monkeypatch.setattr(mcuts, "_SEARCH_LIMIT", 3)
-    assert balance(EQUAL_10, 4, num_devices=2) == balance(EQUAL_10, 4)
+    mcuts._balance.cache_clear()  # a memoised full search would hide the limit
+    try:
+        assert balance(EQUAL_10, 4, num_devices=2) == balance(EQUAL_10, 4)
+    finally:
+        mcuts._balance.cache_clear()
+
+
+def test_results_are_memoised_and_not_shared_mutably():
+    mcuts._balance.cache_clear()
+    first = balance(EQUAL_10, 4, num_devices=2)
+    first.append(99)  # a caller changing its list must not change the next answer
+    assert balance(EQUAL_10, 4, num_devices=2) == [2, 4, 7]
+    assert mcuts._balance.cache_info().hits == 1
