@@ -271,6 +271,11 @@ def pool_results(paths: list) -> dict:
     return pooled
 
 
+def dated(date: str, tag: str) -> str:
+    """The result name: ``date``, then ``-tag`` (a leading '-' of ``tag`` not doubled)."""
+    return f"{date}-{tag.lstrip('-')}" if tag else date
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="10m")
@@ -291,15 +296,14 @@ def main(argv=None) -> int:
     tuned = tune_cpu_allocator()
     if args.rebuild and len(args.rebuild) > 1:
         res = pool_results(args.rebuild)
-        res.update({"date": args.date + "-" + (args.tag or "pooled").lstrip("-"),
+        res.update({"date": dated(args.date, args.tag or "pooled"),
                     "argv": " ".join(sys.argv[1:] if argv is None else argv)})
     elif args.rebuild:
         res = json.loads(Path(args.rebuild[0]).read_text())
     else:
         load0 = os.getloadavg()
         res = measure(args)
-        suffix = "-" + args.tag.lstrip("-") if args.tag else ""
-        res.update({"date": args.date + suffix, "repeats": args.repeats, "load": [load0[0],
+        res.update({"date": dated(args.date, args.tag), "repeats": args.repeats, "load": [load0[0],
                     os.getloadavg()[0]], "argv": " ".join(sys.argv[1:]),
                     "machine": machine_of(res),
                     "threads": torch.get_num_threads(), "malloc_tuned": tuned})

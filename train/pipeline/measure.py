@@ -236,14 +236,17 @@ def cost_models(res: dict, label: str) -> dict[str, CostModel]:
         base = sum(t(run.split("_")[0], phase, s) for s in range(S))
         return wt / (crit + wt), (crit + wt) / base
 
+    def shares(suffix):  # (W share, split factor) per split phase of the runs ``suffix``
+        return {"P3": share("eager_split" + suffix, "P3", "W3"),
+                "P4": share("eager_split" + suffix, "P4", "W4"),
+                "lazy_P4": share("lazy_split" + suffix, "P4", "W4")}
+
     # Files measured before 2026-11-23 have no late runs: their W ran right after its
     # critical part, which flatters the split (see RUNS); price the late runs when present.
-    late = "_late" if "eager_split_late" in med else ""
-    w3, f3 = share("eager_split" + late, "P3", "W3")
-    w4, f4 = share("eager_split" + late, "P4", "W4")
-    lw4, lf4 = share("lazy_split" + late, "P4", "W4")
-    warm = {"P3": share("eager_split", "P3", "W3")[1], "P4": share("eager_split", "P4", "W4")[1],
-            "lazy_P4": share("lazy_split", "P4", "W4")[1]}
+    late = "eager_split_late" in med
+    right_after = shares("")
+    priced = shares("_late") if late else right_after
+    (w3, f3), (w4, f4), (lw4, lf4) = priced["P3"], priced["P4"], priced["lazy_P4"]
     # Fixed per-stage cost: (Σ over the S unit stages − the model as one stage) / (S − 1),
     # per phase (eager runs; applied to both variants: lazy P3 of a single stage has no
     # boundary to differentiate, so the lazy runs cannot separate it).
@@ -284,6 +287,7 @@ def cost_models(res: dict, label: str) -> dict[str, CostModel]:
     res["derived"] = {"w3": w3, "split_factor_P3": f3, "w4": w4, "split_factor_P4": f4,
                       "lazy_w4": lw4, "lazy_split_factor_P4": lf4, "fused_factor": fused,
                       "raw_split_factors": {"P3": f3, "P4": f4, "lazy_P4": lf4},
-                      "split_factors_w_right_after": warm, "w_late": bool(late),
+                      "split_factors_w_right_after": {k: f for k, (_, f) in right_after.items()},
+                      "w_late": late,
                       "stage_overhead": overhead}
     return out
